@@ -1,0 +1,114 @@
+import { resolve } from 'node:path';
+import { Type, type Static } from 'typebox';
+import { Value } from 'typebox/value';
+
+const MiB = 1024 * 1024;
+
+/** Environment variables the service reads; `.env.example` documents each one. */
+export const EnvSchema = Type.Object({
+  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
+  HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
+  PORT: Type.Integer({ default: 3000, minimum: 0, maximum: 65535 }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+  COTUNE_DATA_DIR: Type.String({ default: './data', minLength: 1 }),
+  COTUNE_TF_BACKEND: Type.Union([Type.Literal(''), Type.Literal('tensorflow-gpu'), Type.Literal('tensorflow'), Type.Literal('wasm'), Type.Literal('cpu')], { default: '' }),
+  COTUNE_API_KEYS: Type.String({ default: '' }),
+  COTUNE_QUEUE_PREFIX: Type.String({ default: '{cotune}', pattern: '^[^:\\s]+$' }),
+  COTUNE_MAX_DATASET_BYTES: Type.Integer({ default: 512 * MiB, minimum: 1024 }),
+  COTUNE_MAX_MODEL_BYTES: Type.Integer({ default: 256 * MiB, minimum: 1024 }),
+  COTUNE_MAX_EXTRACTED_BYTES: Type.Integer({ default: 2048 * MiB, minimum: 1024 }),
+  COTUNE_MAX_ARCHIVE_ENTRIES: Type.Integer({ default: 200_000, minimum: 1 }),
+  COTUNE_JOB_ATTEMPTS: Type.Integer({ default: 3, minimum: 1, maximum: 100 }),
+  COTUNE_BACKOFF_MS: Type.Integer({ default: 5000, minimum: 0 }),
+  COTUNE_WORKER_CONCURRENCY: Type.Integer({ default: 1, minimum: 1, maximum: 64 }),
+  COTUNE_LOCK_DURATION_MS: Type.Integer({ default: 30_000, minimum: 1000 }),
+  COTUNE_STALLED_INTERVAL_MS: Type.Integer({ default: 30_000, minimum: 500 }),
+  COTUNE_SHUTDOWN_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 100 }),
+});
+export type Env = Static<typeof EnvSchema>;
+
+export interface Config {
+  readonly redisUrl: string;
+  readonly host: string;
+  readonly port: number;
+  readonly logLevel: string;
+  /** Absolute path of the blob directory shared by the API and the workers. */
+  readonly dataDir: string;
+  /** Forced TF.js backend; undefined = the fastest available. */
+  readonly tfBackend: string | undefined;
+  /** Accepted API keys; empty = no authentication. */
+  readonly apiKeys: readonly string[];
+  readonly queuePrefix: string;
+  readonly limits: {
+    readonly datasetBytes: number;
+    readonly modelBytes: number;
+    readonly extractedBytes: number;
+    readonly archiveEntries: number;
+  };
+  readonly jobs: {
+    readonly attempts: number;
+    readonly backoffMs: number;
+  };
+  readonly worker: {
+    readonly concurrency: number;
+    readonly lockDurationMs: number;
+    readonly stalledIntervalMs: number;
+    readonly shutdownTimeoutMs: number;
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: { variable: string; message: string }[]) {
+    super(`invalid environment: ${problems.map((p) => `${p.variable}: ${p.message}`).join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Validate the environment once; throws ConfigError naming each bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const picked: Record<string, unknown> = {};
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = env[key];
+    // An empty value means "not set" for everything except the free-form lists.
+    if (value !== undefined && (value !== '' || key === 'COTUNE_API_KEYS' || key === 'COTUNE_TF_BACKEND')) picked[key] = value.trim();
+  }
+  const value = Value.Default(EnvSchema, Value.Convert(EnvSchema, picked));
+  const errors = [...Value.Errors(EnvSchema, value)];
+  if (errors.length > 0) {
+    const seen = new Set<string>();
+    const problems = errors
+      .map((e) => ({ variable: e.instancePath.replace(/^\//, '') || 'env', message: `${e.message} (got ${JSON.stringify((value as Record<string, unknown>)[e.instancePath.slice(1)])})` }))
+      .filter((p) => (seen.has(p.variable) ? false : (seen.add(p.variable), true)));
+    throw new ConfigError(problems);
+  }
+  const e = value as Env;
+  const config: Config = {
+    redisUrl: e.REDIS_URL,
+    host: e.HOST,
+    port: e.PORT,
+    logLevel: e.LOG_LEVEL,
+    dataDir: resolve(e.COTUNE_DATA_DIR),
+    tfBackend: e.COTUNE_TF_BACKEND || undefined,
+    apiKeys: e.COTUNE_API_KEYS.split(',').map((k) => k.trim()).filter(Boolean),
+    queuePrefix: e.COTUNE_QUEUE_PREFIX,
+    limits: {
+      datasetBytes: e.COTUNE_MAX_DATASET_BYTES,
+      modelBytes: e.COTUNE_MAX_MODEL_BYTES,
+      extractedBytes: e.COTUNE_MAX_EXTRACTED_BYTES,
+      archiveEntries: e.COTUNE_MAX_ARCHIVE_ENTRIES,
+    },
+    jobs: { attempts: e.COTUNE_JOB_ATTEMPTS, backoffMs: e.COTUNE_BACKOFF_MS },
+    worker: {
+      concurrency: e.COTUNE_WORKER_CONCURRENCY,
+      lockDurationMs: e.COTUNE_LOCK_DURATION_MS,
+      stalledIntervalMs: e.COTUNE_STALLED_INTERVAL_MS,
+      shutdownTimeoutMs: e.COTUNE_SHUTDOWN_TIMEOUT_MS,
+    },
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T extends object>(obj: T): T {
+  for (const value of Object.values(obj)) if (value && typeof value === 'object') deepFreeze(value as object);
+  return Object.freeze(obj);
+}
