@@ -1,0 +1,204 @@
+import * as tf from '@tensorflow/tfjs';
+import { type ClassSpec, drawShape, itemSeed } from './shapes.js';
+
+/** Name of the source classifier layer; the library finds it as the last Dense before the softmax. */
+export const SOURCE_HEAD_LAYER = 'source_head';
+
+/** Pixels are fed in [-1, 1], the MobileNet convention. */
+export function toInputRange(pixels: Uint8Array, out: Float32Array, offset: number): void {
+  for (let i = 0; i < pixels.length; i += 1) out[offset + i] = pixels[i] / 127.5 - 1;
+}
+
+/**
+ * Draw `perClass` images of every class into one batch.
+ * Shape: x [perClass·classes, size, size, 3] in [-1, 1]; y [perClass·classes] class indices.
+ */
+export function drawBatch(
+  classes: readonly ClassSpec[],
+  size: number,
+  perClass: number,
+  seed: number,
+  stream: number,
+): { x: tf.Tensor4D; y: tf.Tensor1D } {
+  const n = classes.length * perClass;
+  const pixels = size * size * 3;
+  const x = new Float32Array(n * pixels);
+  const y = new Float32Array(n);
+  let i = 0;
+  for (let k = 0; k < perClass; k += 1) {
+    for (let c = 0; c < classes.length; c += 1) {
+      toInputRange(drawShape(classes[c], size, itemSeed(seed, stream + c, k)), x, i * pixels);
+      y[i] = c;
+      i += 1;
+    }
+  }
+  return { x: tf.tensor4d(x, [n, size, size, 3]), y: tf.tensor1d(y) };
+}
+
+/**
+ * conv → batchnorm → relu (×3, stride 2) → global average pool → Dense source head → softmax:
+ * the layout of the ImageNet backbones the service takes, small enough to train in a minute.
+ */
+export function buildSourceModel(size: number, numClasses: number, seed: number): tf.LayersModel {
+  const input = tf.input({ shape: [size, size, 3], name: 'input' });
+  let h: tf.SymbolicTensor = input;
+  [16, 32, 64].forEach((filters, i) => {
+    const conv = tf.layers.conv2d({
+      name: `conv${i + 1}`,
+      filters,
+      kernelSize: 3,
+      strides: 2,
+      padding: 'same',
+      useBias: false,
+      kernelInitializer: tf.initializers.heNormal({ seed: seed + i }),
+    });
+    h = conv.apply(h) as tf.SymbolicTensor;
+    h = tf.layers.batchNormalization({ name: `bn${i + 1}` }).apply(h) as tf.SymbolicTensor;
+    h = tf.layers.reLU({ name: `relu${i + 1}` }).apply(h) as tf.SymbolicTensor;
+  });
+  h = tf.layers.globalAveragePooling2d({ name: 'pool' }).apply(h) as tf.SymbolicTensor;
+  h = tf.layers
+    .dense({
+      name: SOURCE_HEAD_LAYER,
+      units: numClasses,
+      kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 10 }),
+    })
+    .apply(h) as tf.SymbolicTensor;
+  const output = tf.layers.softmax({ name: 'softmax' }).apply(h) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: output, name: 'demo_shapes_source' });
+}
+
+interface FilterGradAttrs {
+  strides: number | [number, number];
+  pad: 'same' | 'valid' | number;
+  dataFormat: 'NHWC' | 'NCHW';
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  filterShape: [number, number, number, number];
+}
+
+/**
+ * Run `fn` with a Conv2DBackpropFilter kernel on `backend` when the backend has none (stock WASM),
+ * then remove it again so the project's own gradient kernels stay the only permanent ones.
+ * The filter gradient is one forward conv: batch and channel axes swapped, dy as the filter,
+ * dilated by the stride.
+ */
+export async function withConvFilterGradient<T>(backend: string, fn: () => Promise<T>): Promise<T> {
+  if (tf.getKernel('Conv2DBackpropFilter', backend)) return fn();
+  tf.registerKernel({
+    kernelName: 'Conv2DBackpropFilter',
+    backendName: backend,
+    kernelFunc: ({ inputs, attrs }) => {
+      const { x, dy } = inputs as { x: tf.Tensor4D; dy: tf.Tensor4D };
+      const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as FilterGradAttrs;
+      if (dataFormat !== 'NHWC')
+        throw new Error(`demo pre-training: dataFormat ${dataFormat} is not supported`);
+      const info = tf.backend_util.computeConv2DInfo(x.shape, filterShape, strides, 1, pad, dimRoundingMode);
+      const { top, bottom, left, right } = info.padInfo;
+      // A Tensor is a valid kernel output: the engine keeps it as is.
+      return tf.tidy(() => {
+        const xt = tf.transpose(
+          tf.pad(x, [
+            [0, 0],
+            [top, bottom],
+            [left, right],
+            [0, 0],
+          ]),
+          [3, 1, 2, 0],
+        );
+        const dyt = tf.transpose(dy, [1, 2, 0, 3]);
+        const g = tf.conv2d(xt as tf.Tensor4D, dyt as tf.Tensor4D, 1, 'valid', 'NHWC', [
+          info.strideHeight,
+          info.strideWidth,
+        ]);
+        return tf.transpose(
+          tf.slice(g, [0, 0, 0, 0], [-1, filterShape[0], filterShape[1], -1]),
+          [1, 2, 0, 3],
+        );
+      }) as unknown as tf.TensorInfo;
+    },
+  });
+  try {
+    return await fn();
+  } finally {
+    tf.unregisterKernel('Conv2DBackpropFilter', backend);
+  }
+}
+
+export interface PretrainOptions {
+  size: number;
+  classes: readonly ClassSpec[];
+  perClass: number;
+  seed: number;
+  /** Training stops after this many seconds (checked after each epoch) or maxEpochs. */
+  seconds: number;
+  maxEpochs: number;
+  log?: (message: string) => void;
+}
+
+export interface PretrainReport {
+  epochs: number;
+  seconds: number;
+  trainAccuracy: number;
+  /** Top-1 on freshly drawn images the model never saw. */
+  heldOutTop1: number;
+  backend: string;
+}
+
+/** Top-1 accuracy of `model` on `perClass` new images of every class. */
+export function evaluateOnFreshImages(
+  model: tf.LayersModel,
+  classes: readonly ClassSpec[],
+  size: number,
+  perClass: number,
+  seed: number,
+): number {
+  const { x, y } = drawBatch(classes, size, perClass, seed, 1000);
+  const correct = tf.tidy(() => {
+    const predicted = (model.predict(x) as tf.Tensor).argMax(-1);
+    return predicted.equal(y.cast('int32')).sum().arraySync() as number;
+  });
+  tf.dispose([x, y]);
+  return correct / (classes.length * perClass);
+}
+
+/** Train the source classifier on procedurally drawn images with model.fit on the current backend. */
+export async function pretrainSourceModel(
+  model: tf.LayersModel,
+  options: PretrainOptions,
+): Promise<PretrainReport> {
+  const backend = tf.getBackend();
+  const { x, y } = drawBatch(options.classes, options.size, options.perClass, options.seed, 0);
+  const started = Date.now();
+  let epochs = 0;
+  let trainAccuracy = 0;
+  try {
+    model.compile({
+      optimizer: tf.train.adam(5e-3),
+      loss: 'sparseCategoricalCrossentropy',
+      metrics: ['accuracy'],
+    });
+    await withConvFilterGradient(backend, () =>
+      model.fit(x, y, {
+        epochs: options.maxEpochs,
+        batchSize: 16,
+        shuffle: true,
+        verbose: 0,
+        callbacks: {
+          onEpochEnd: async (epoch, logs) => {
+            epochs = epoch + 1;
+            trainAccuracy = Number(logs?.acc ?? 0);
+            const elapsed = (Date.now() - started) / 1000;
+            options.log?.(
+              `pre-training epoch ${epochs}: loss ${Number(logs?.loss ?? NaN).toFixed(3)}, accuracy ${trainAccuracy.toFixed(3)} (${elapsed.toFixed(0)} s)`,
+            );
+            if (elapsed >= options.seconds) model.stopTraining = true;
+          },
+        },
+      }),
+    );
+  } finally {
+    tf.dispose([x, y]);
+  }
+  const heldOutTop1 = evaluateOnFreshImages(model, options.classes, options.size, 10, options.seed + 1);
+  return { epochs, seconds: (Date.now() - started) / 1000, trainAccuracy, heldOutTop1, backend };
+}
