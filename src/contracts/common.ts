@@ -37,7 +37,7 @@ export type ProblemBody = Static<typeof Problem>;
 
 export const PageQuery = Type.Object(
   {
-    limit: Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Page size.' }),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Page size.' })),
     after: Type.Optional(Type.String({ maxLength: 64, description: 'Cursor: `nextCursor` of the previous page.' })),
   },
   { additionalProperties: false },

@@ -43,10 +43,10 @@ export const DatasetUpload = Type.Object(
 
 export const DatasetUploadQuery = Type.Object(
   {
-    strict: Type.Boolean({
+    strict: Type.Optional(Type.Boolean({
       default: true,
       description: 'When true (default) any undecodable image refuses the whole upload (422); when false such files are skipped and listed in `rejected`.',
-    }),
+    })),
   },
   { additionalProperties: false },
 );

@@ -25,7 +25,7 @@ export const CreateJob = Type.Object(
     modelId: Type.String({ maxLength: 64 }),
     method: method(),
     hyperparameters: Type.Optional(ref(HyperparametersInput)),
-    seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 0 }),
+    seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 0, description: 'Seeds the split, initialisation and augmentation.' })),
   },
   { $id: 'CreateJob', additionalProperties: false },
 );
@@ -133,7 +133,7 @@ export const JobPage = Type.Object(
 
 export const JobListQuery = Type.Object(
   {
-    limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
     after: Type.Optional(Type.String({ maxLength: 64, description: 'Cursor: `nextCursor` of the previous page.' })),
     status: Type.Optional(Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed'), Type.Literal('cancelled')])),
   },
@@ -164,8 +164,8 @@ export const EventPage = Type.Object(
 
 export const EventQuery = Type.Object(
   {
-    after: Type.Integer({ minimum: 0, default: 0, description: 'Return events with id > after.' }),
-    limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+    after: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Return events with id > after.' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
   },
   { additionalProperties: false },
 );

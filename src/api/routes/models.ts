@@ -1,0 +1,174 @@
+import { createWriteStream } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { PageQuery, ref } from '../../contracts/common.js';
+import { Model, ModelPage, ModelUpload, type ModelValue } from '../../contracts/models.js';
+import { inspectModel } from '../../cotuning/inspect.js';
+import { newId } from '../../storage/ids.js';
+import type { ApiContext } from '../context.js';
+import { HttpProblem, invalid, notFound } from '../problem.js';
+import { ID_PARAMS, json, problems } from './common.js';
+import { assertUnused } from './usage.js';
+
+const SHARD_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
+const CLASS_NAMES_FILE = 'class-names.json';
+
+interface WeightsManifestEntry {
+  paths?: unknown;
+}
+
+export function modelRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
+  return async (app) => {
+    app.post(
+      '/v1/models',
+      {
+        schema: {
+          operationId: 'uploadModel',
+          summary: 'Upload a pre-trained TF.js layers model',
+          description:
+            'Multipart: `model` (model.json), one `weights` part per shard named in its weightsManifest (the part file name must match), optional `classNames` (JSON array of source class names) and `name`. A model without a usable source classifier head is refused with 422.',
+          tags: ['models'],
+          consumes: ['multipart/form-data'],
+          response: { 201: json(ref(Model), 'The stored model with its detected source head.'), ...problems(400, 413, 415, 422) },
+        },
+        config: { openapiBody: ref(ModelUpload) },
+      },
+      async (request, reply) => {
+        if (!request.isMultipart()) throw new HttpProblem(415, 'unsupported_media_type', 'send the model as multipart/form-data');
+        const limit = ctx.config.limits.modelBytes;
+        const staging = await ctx.store.staging();
+        try {
+          const shards = new Set<string>();
+          let hasModel = false;
+          let hasClassNames = false;
+          let name = 'model';
+          let total = 0;
+          for await (const part of request.parts({ limits: { fileSize: limit, files: 1000, fields: 10, parts: 1100 } })) {
+            if (part.type === 'field') {
+              if (part.fieldname === 'name') name = String(part.value).slice(0, 200);
+              continue;
+            }
+            let target: string;
+            if (part.fieldname === 'model') {
+              if (hasModel) throw invalid('model', 'only one model.json part is allowed', 400);
+              hasModel = true;
+              target = 'model.json';
+            } else if (part.fieldname === 'classNames') {
+              hasClassNames = true;
+              target = CLASS_NAMES_FILE;
+            } else if (part.fieldname === 'weights') {
+              const file = part.filename ?? '';
+              if (!SHARD_NAME.test(file) || file === 'model.json' || file === CLASS_NAMES_FILE) throw invalid('weights', `weight file name "${file}" is not allowed (letters, digits, . _ - only)`, 400);
+              if (shards.has(file)) throw invalid('weights', `weight file "${file}" was sent twice`, 400);
+              shards.add(file);
+              target = file;
+            } else {
+              throw invalid(part.fieldname, `unexpected multipart part "${part.fieldname}" (expected model, weights, classNames, name)`, 400);
+            }
+            await pipeline(part.file, createWriteStream(join(staging, target)));
+            total += part.file.bytesRead;
+            if (part.file.truncated || total > limit) throw new HttpProblem(413, 'too_large', `model upload larger than ${limit} bytes`, [{ field: part.fieldname, message: 'too large' }]);
+          }
+          if (!hasModel) throw invalid('model', 'the `model` part (model.json) is required', 400);
+
+          let modelJson: { weightsManifest?: WeightsManifestEntry[] };
+          try {
+            modelJson = JSON.parse(await readFile(join(staging, 'model.json'), 'utf8'));
+          } catch (err) {
+            throw invalid('model', `model.json is not valid JSON: ${(err as Error).message}`);
+          }
+          const needed = (modelJson.weightsManifest ?? []).flatMap((g) => (Array.isArray(g.paths) ? g.paths.map(String) : []));
+          const missing = needed.filter((p) => !shards.has(p));
+          if (missing.length) throw invalid('weights', `weight shard(s) named in model.json are missing: ${missing.slice(0, 10).join(', ')}`);
+          const extra = [...shards].filter((s) => !needed.includes(s));
+          if (extra.length) throw invalid('weights', `file(s) not named in model.json weightsManifest: ${extra.slice(0, 10).join(', ')}`);
+
+          let inspection;
+          try {
+            inspection = await inspectModel(staging);
+          } catch (err) {
+            throw invalid('model', (err as Error).message);
+          }
+          if (hasClassNames) {
+            let names: unknown;
+            try {
+              names = JSON.parse(await readFile(join(staging, CLASS_NAMES_FILE), 'utf8'));
+            } catch {
+              throw invalid('classNames', 'classNames is not valid JSON');
+            }
+            if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) throw invalid('classNames', 'classNames must be a JSON array of strings');
+            if (names.length !== inspection.numSourceClasses) throw invalid('classNames', `classNames has ${names.length} entries but the source head has ${inspection.numSourceClasses} classes`);
+            await writeFile(join(staging, CLASS_NAMES_FILE), JSON.stringify(names));
+          }
+          const id = newId('mdl');
+          const record: ModelValue = {
+            id,
+            name,
+            inputShape: inspection.inputShape,
+            headLayer: inspection.headLayer,
+            headKind: inspection.headKind,
+            featureDim: inspection.featureDim,
+            numSourceClasses: inspection.numSourceClasses,
+            normalization: inspection.normalization,
+            hasClassNames,
+            files: ['model.json', ...needed, ...(hasClassNames ? [CLASS_NAMES_FILE] : [])],
+            bytes: total,
+            createdAt: new Date().toISOString(),
+          };
+          await ctx.store.commit(staging, 'models', id);
+          try {
+            await ctx.records.putModel(record);
+          } catch (err) {
+            await ctx.store.remove('models', id);
+            throw err;
+          }
+          request.log.info({ modelId: id, head: inspection.headLayer, sourceClasses: inspection.numSourceClasses }, 'model stored');
+          return reply.code(201).header('location', `/v1/models/${id}`).send(record);
+        } finally {
+          await ctx.store.discard(staging);
+        }
+      },
+    );
+
+    app.get(
+      '/v1/models',
+      { schema: { operationId: 'listModels', summary: 'List models, newest first', tags: ['models'], querystring: PageQuery, response: { 200: json(ref(ModelPage), 'A page of models.'), ...problems(400) } } },
+      async (request) => ctx.records.listModels(request.query.limit ?? 20, request.query.after),
+    );
+
+    app.get(
+      '/v1/models/:id',
+      { schema: { operationId: 'getModel', summary: 'Get a model', tags: ['models'], params: ID_PARAMS, response: { 200: json(ref(Model), 'The model.'), ...problems(404) } } },
+      async (request) => {
+        const record = await ctx.records.getModel(request.params.id);
+        if (!record) throw notFound('model', request.params.id);
+        return record;
+      },
+    );
+
+    app.delete(
+      '/v1/models/:id',
+      {
+        schema: {
+          operationId: 'deleteModel',
+          summary: 'Delete a model',
+          description: 'Refused (409) while a queued or running job uses it.',
+          tags: ['models'],
+          params: ID_PARAMS,
+          response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(404, 409) },
+        },
+      },
+      async (request, reply) => {
+        const { id } = request.params;
+        if (!(await ctx.records.getModel(id))) throw notFound('model', id);
+        await assertUnused(ctx, await ctx.records.jobsUsingModel(id), 'model');
+        await ctx.records.deleteModel(id);
+        await ctx.store.remove('models', id);
+        return reply.code(204).send(null);
+      },
+    );
+  };
+}
