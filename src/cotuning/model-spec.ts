@@ -1,5 +1,39 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type * as tf from '@tensorflow/tfjs';
 import type { ModelInspection } from './types.js';
-import type { ModelJson } from './model-io.js';
+
+/** model.json as written by the TF.js converter and by saveLayersModel. */
+export interface ModelJson {
+  modelTopology: Record<string, unknown>;
+  weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+  format?: string;
+  generatedBy?: string;
+  convertedBy?: string | null;
+  userDefinedMetadata?: { [key: string]: object };
+}
+
+export async function readModelJson(dir: string): Promise<ModelJson> {
+  const path = join(dir, 'model.json');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw new Error(`model: cannot read ${path}`);
+  }
+  let json: ModelJson;
+  try {
+    json = JSON.parse(text) as ModelJson;
+  } catch (err) {
+    throw new Error(`model: ${path} is not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (!json.modelTopology || !Array.isArray(json.weightsManifest)) {
+    throw new Error(`model: ${path} is not a TF.js LayersModel (needs modelTopology and weightsManifest)`);
+  }
+  return json;
+}
+
+
 
 interface LayerJson {
   class_name: string;
