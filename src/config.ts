@@ -73,14 +73,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     if (value !== undefined && (value !== '' || key === 'COTUNE_API_KEYS' || key === 'COTUNE_TF_BACKEND')) picked[key] = value.trim();
   }
   const value = Value.Default(EnvSchema, Value.Convert(EnvSchema, picked));
-  const errors = [...Value.Errors(EnvSchema, value)];
-  if (errors.length > 0) {
-    const seen = new Set<string>();
-    const problems = errors
-      .map((e) => ({ variable: e.instancePath.replace(/^\//, '') || 'env', message: `${e.message} (got ${JSON.stringify((value as Record<string, unknown>)[e.instancePath.slice(1)])})` }))
-      .filter((p) => (seen.has(p.variable) ? false : (seen.add(p.variable), true)));
-    throw new ConfigError(problems);
+  // Checked per variable so that every bad one is reported, not only the first.
+  const record = value as Record<string, unknown>;
+  const problems: { variable: string; message: string }[] = [];
+  for (const [key, schema] of Object.entries(EnvSchema.properties)) {
+    const first = [...Value.Errors(schema, record[key])][0];
+    if (first) problems.push({ variable: key, message: `${first.message} (got ${JSON.stringify(record[key])})` });
   }
+  if (problems.length > 0) throw new ConfigError(problems);
   const e = value as Env;
   const config: Config = {
     redisUrl: e.REDIS_URL,
