@@ -1,5 +1,57 @@
+import * as tf from '@tensorflow/tfjs';
+import { patchRelu6Activation, relu6MaskGradKernel } from './activations.js';
+import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
+import { convGradConfigs, convGradKernels } from './conv-grads.js';
+import { fusedBatchNormGradConfig, identityKernel, relu6GradConfig, relu6GradKernel } from './misc-grads.js';
+
 /**
- * Registers fast gradient kernels for backends that lack them (WASM has no convolution
- * gradients). Filled in by the fast-gradients work; until then WASM training is unsupported.
+ * Fast training kernels for the WASM and pure-JS CPU backends.
+ *
+ * WASM lacks Conv2DBackpropFilter and both depthwise gradient kernels, and the CPU
+ * backend's versions are per-element JS loops. Everything registered here is composed of
+ * forward kernels (conv, depthwise conv, matMul, pad, transpose, sum) that XNNPACK runs at
+ * forward-pass speed, and batch norm in training mode becomes one op with a fused gradient.
  */
-export function registerFastGradients(_backend: string): void {}
+
+/** Backends that get the kernels below; others (tfjs-node) have fast native gradients. */
+const SUPPORTED = new Set(['wasm', 'cpu']);
+const registered = new Set<string>();
+let gradientsRegistered = false;
+
+function replaceKernel(config: tf.KernelConfig): void {
+  // Unregister first so that re-registration does not print tfjs's "already registered" warning.
+  if (tf.getKernel(config.kernelName, config.backendName)) tf.unregisterKernel(config.kernelName, config.backendName);
+  tf.registerKernel(config);
+}
+
+function replaceGradient(config: tf.GradConfig): void {
+  if (tf.getGradient(config.kernelName)) tf.unregisterGradient(config.kernelName);
+  tf.registerGradient(config);
+}
+
+/** Register the fast gradient kernels on `backend` ('wasm' or 'cpu'; others are ignored). Idempotent. */
+export function registerFastGradients(backend: string): void {
+  if (!SUPPORTED.has(backend) || registered.has(backend)) return;
+  for (const config of convGradKernels(backend)) replaceKernel(config);
+  for (const config of batchNormKernels(backend)) replaceKernel(config);
+  replaceKernel(relu6GradKernel(backend));
+  replaceKernel(relu6MaskGradKernel(backend));
+  // The CPU backend's Identity already shares the buffer; WASM's copies every tensor the tape saves.
+  if (backend === 'wasm') replaceKernel(identityKernel(backend));
+  registered.add(backend);
+  if (!gradientsRegistered) {
+    // Gradient configs are global; they only use kernels that exist on every backend,
+    // except dilated convolutions, which the conv gradients check for.
+    for (const config of convGradConfigs(registered)) replaceGradient(config);
+    replaceGradient(fusedBatchNormGradConfig);
+    replaceGradient(relu6GradConfig(registered));
+    gradientsRegistered = true;
+  }
+  patchBatchNormLayer(registered);
+  patchRelu6Activation(registered);
+}
+
+/** Backends on which registerFastGradients has run. */
+export function fastGradientBackends(): ReadonlySet<string> {
+  return registered;
+}

@@ -1,0 +1,270 @@
+/**
+ * Training-throughput benchmark on the real shared MobileNet v1 0.25.
+ *
+ *   npm run bench:train -- [--backend wasm|cpu] [--threads N] [--sizes 96,128,224] [--batch 32]
+ *                          [--steps N] [--json PATH] [--profile] [--stock]
+ *
+ * Measures, per input size: inference (backbone + target head), the relationship pass (the
+ * pre-trained model to source softmax probabilities), one fine-tune SGD step and one
+ * co-tuning SGD step. `--stock` skips registerFastGradients (WASM then cannot train).
+ * `--profile` prints the kernels of one fine-tune step. CPU time used by other processes
+ * during each measurement is printed as "others" (in cores) because the machine is shared.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { registerFastGradients } from '../src/cotuning/backend/gradients.js';
+import { loadLayersModel } from '../src/cotuning/model-io.js';
+
+const MODEL_DIR =
+  process.env.COTUNE_SHARED_DATA !== undefined
+    ? `${process.env.COTUNE_SHARED_DATA}/mobilenet_v1_0.25_224`
+    : new URL('../../shared/data/mobilenet_v1_0.25_224', import.meta.url).pathname;
+const FEATURE_LAYER = 'global_average_pooling2d_1';
+const HEAD_LAYER = 'conv_preds';
+const TARGET_CLASSES = 100;
+const LAMBDA = 2.3;
+
+const { values: args } = parseArgs({
+  options: {
+    backend: { type: 'string', default: 'wasm' },
+    threads: { type: 'string', default: '1' },
+    sizes: { type: 'string', default: '96,128,224' },
+    batch: { type: 'string', default: '32' },
+    steps: { type: 'string', default: '5' },
+    json: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    stock: { type: 'boolean', default: false },
+  },
+});
+
+interface Row {
+  backend: string;
+  threads: number;
+  model: string;
+  inputSize: number;
+  batch: number;
+  inferImgPerSec: number;
+  relationshipImgPerSec: number;
+  fineTuneImgPerSec: number;
+  coTuneImgPerSec: number;
+  gflops: number;
+  peakRssMb: number;
+}
+
+/** Busy and total jiffies of the whole machine, from /proc/stat. */
+function machineJiffies(): { busy: number; total: number } {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = cpu[3] + cpu[4];
+  const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/**
+ * Median wall seconds per call of `fn`, mean CPU seconds of this process per call (robust to
+ * other processes on the shared cores), and the cores used by other processes meanwhile.
+ */
+function timeIt(fn: () => void, reps: number): { sec: number; cpu: number; others: number } {
+  fn(); // warm-up: XNNPACK operator creation, weight packing, heap growth
+  const times: number[] = [];
+  const j0 = machineJiffies();
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) {
+    const t = performance.now();
+    fn();
+    times.push((performance.now() - t) / 1000);
+  }
+  const wall = (performance.now() - t0) / 1000;
+  const c1 = process.cpuUsage(c0);
+  const j1 = machineJiffies();
+  const hz = 100;
+  const busyAll = (j1.busy - j0.busy) / hz;
+  const own = (c1.user + c1.system) / 1e6;
+  times.sort((a, b) => a - b);
+  return { sec: times[Math.floor(times.length / 2)], cpu: own / reps, others: Math.max(0, (busyAll - own) / wall) };
+}
+
+/** Multiply-accumulates per image of the backbone (+ dense heads), from the built layers. */
+function countMacs(model: tf.LayersModel, denseOut: number): number {
+  let macs = 0;
+  for (const layer of model.layers) {
+    const cls = layer.getClassName();
+    const out = layer.outputShape as number[];
+    const cfg = layer.getConfig() as { kernelSize?: number[]; depthMultiplier?: number };
+    const inShape = layer.inputSpec?.[0]?.shape ?? (layer.input as tf.SymbolicTensor).shape;
+    const cin = inShape[inShape.length - 1] as number;
+    if (cls === 'Conv2D' && layer.name !== HEAD_LAYER) {
+      macs += out[1] * out[2] * out[3] * cin * (cfg.kernelSize ?? [1, 1]).reduce((a, b) => a * b, 1);
+    } else if (cls === 'DepthwiseConv2D') {
+      macs += out[1] * out[2] * out[3] * (cfg.kernelSize ?? [1, 1]).reduce((a, b) => a * b, 1);
+    }
+  }
+  return macs + 256 * denseOut;
+}
+
+interface TwoHead {
+  backbone: tf.LayersModel;
+  full: tf.LayersModel;
+  targetW: tf.Variable;
+  targetB: tf.Variable;
+  sourceW: tf.Variable;
+  sourceB: tf.Variable;
+}
+
+async function buildTwoHead(size: number): Promise<TwoHead> {
+  const full = await loadLayersModel(MODEL_DIR, size);
+  const backbone = tf.model({ inputs: full.inputs, outputs: full.getLayer(FEATURE_LAYER).output as tf.SymbolicTensor });
+  const [k, b] = full.getLayer(HEAD_LAYER).getWeights();
+  return {
+    backbone,
+    full,
+    targetW: tf.variable(tf.randomNormal([256, TARGET_CLASSES], 0, 0.01, 'float32', 1)),
+    targetB: tf.variable(tf.zeros([TARGET_CLASSES])),
+    sourceW: tf.variable(tf.reshape(k, [256, 1000])),
+    sourceB: tf.variable(b.clone()),
+  };
+}
+
+/**
+ * One SGD step as the training loop does it: backbone in training mode, target head CE plus
+ * λ·soft CE on the source head (co-tuning), Nesterov momentum with weight decay.
+ */
+function makeStep(m: TwoHead, lambda: number): (x: tf.Tensor4D, yT: tf.Tensor2D, ySoft: tf.Tensor2D) => void {
+  const vars: tf.Variable[] = [
+    ...m.backbone.trainableWeights.map((w) => w.read() as tf.Variable),
+    m.targetW,
+    m.targetB,
+    ...(lambda > 0 ? [m.sourceW, m.sourceB] : []),
+  ];
+  const velocity = vars.map((v) => tf.variable(tf.zerosLike(v), false));
+  const lr = 0.01;
+  const mu = 0.9;
+  const wd = 5e-4;
+  return (x, yT, ySoft) => {
+    tf.tidy(() => {
+      const { grads } = tf.variableGrads(() => {
+        const f = m.backbone.apply(x, { training: true }) as tf.Tensor2D;
+        const ceT = tf.losses.softmaxCrossEntropy(yT, tf.add(tf.matMul(f, m.targetW), m.targetB));
+        if (lambda === 0) return ceT as tf.Scalar;
+        const ls = tf.logSoftmax(tf.add(tf.matMul(f, m.sourceW), m.sourceB));
+        const soft = tf.neg(tf.mean(tf.sum(tf.mul(ySoft, ls), -1)));
+        return tf.add(ceT, tf.mul(lambda, soft)) as tf.Scalar;
+      }, vars);
+      vars.forEach((v, i) => {
+        const g = tf.add(grads[v.name], tf.mul(wd, v));
+        const vel = tf.add(tf.mul(mu, velocity[i]), g);
+        velocity[i].assign(vel);
+        v.assign(tf.sub(v, tf.mul(lr, tf.add(g, tf.mul(mu, vel)))));
+      });
+    });
+  };
+}
+
+function kernelProfile(fn: () => void): Promise<void> {
+  return tf.profile(fn).then((info) => {
+    const byName = new Map<string, { n: number; ms: number }>();
+    for (const k of info.kernels) {
+      const e = byName.get(k.name) ?? { n: 0, ms: 0 };
+      e.n += 1;
+      e.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+      byName.set(k.name, e);
+    }
+    const rows = [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms);
+    console.log(`kernels per step: ${info.kernels.length}`);
+    for (const [name, e] of rows.slice(0, 25)) console.log(`  ${name.padEnd(40)} ${String(e.n).padStart(5)}  ${e.ms.toFixed(1)} ms`);
+  });
+}
+
+async function main(): Promise<void> {
+  const backend = args.backend ?? 'wasm';
+  const threads = Number(args.threads);
+  const batch = Number(args.batch);
+  const steps = Number(args.steps);
+  if (backend === 'wasm') setThreadsCount(threads);
+  if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} unavailable`);
+  await tf.ready();
+  if (!args.stock) registerFastGradients(backend);
+  const rows: Row[] = [];
+  const table: string[] = [];
+  for (const size of (args.sizes ?? '96').split(',').map(Number)) {
+    const m = await buildTwoHead(size);
+    const x = tf.randomUniform([batch, size, size, 3], -1, 1, 'float32', 7) as tf.Tensor4D;
+    const yT = tf.oneHot(tf.randomUniform([batch], 0, TARGET_CLASSES, 'int32', 8) as tf.Tensor1D, TARGET_CLASSES).toFloat() as tf.Tensor2D;
+    const ySoft = tf.softmax(tf.randomNormal([batch, 1000], 0, 1, 'float32', 9)) as tf.Tensor2D;
+    const infer = (): void => {
+      const p = tf.tidy(() => tf.add(tf.matMul(m.backbone.predict(x) as tf.Tensor2D, m.targetW), m.targetB));
+      p.dataSync();
+      p.dispose();
+    };
+    const relationship = (): void => {
+      const p = m.full.predict(x) as tf.Tensor;
+      p.dataSync();
+      p.dispose();
+    };
+    const fineStep = makeStep(m, 0);
+    const coStep = makeStep(m, LAMBDA);
+    const sync = (): void => {
+      // Reading one weight waits for the step (WASM runs synchronously, this keeps other backends honest).
+      m.targetB.dataSync();
+    };
+    if (args.profile) {
+      fineStep(x, yT, ySoft); // warm-up, so the profile shows steady-state kernels
+      await kernelProfile(() => fineStep(x, yT, ySoft));
+    }
+    const tensorsBefore = tf.memory().numTensors;
+    const inf = timeIt(infer, steps + 2);
+    const rel = timeIt(relationship, steps + 2);
+    const ft = timeIt(() => (fineStep(x, yT, ySoft), sync()), steps);
+    const ct = timeIt(() => (coStep(x, yT, ySoft), sync()), steps);
+    const leak = tf.memory().numTensors - tensorsBefore;
+    const macs = countMacs(m.full, TARGET_CLASSES);
+    const row: Row = {
+      backend,
+      threads: backend === 'wasm' ? threads : 1,
+      model: 'mobilenet_v1_0.25_224',
+      inputSize: size,
+      batch,
+      inferImgPerSec: batch / inf.sec,
+      relationshipImgPerSec: batch / rel.sec,
+      fineTuneImgPerSec: batch / ft.sec,
+      coTuneImgPerSec: batch / ct.sec,
+      gflops: (6 * macs * batch) / ft.sec / 1e9,
+      peakRssMb: process.resourceUsage().maxRSS / 1024,
+    };
+    rows.push(row);
+    const others = Math.max(inf.others, rel.others, ft.others, ct.others);
+    table.push(
+      [
+        size,
+        (inf.sec * 1000).toFixed(1),
+        (rel.sec * 1000).toFixed(1),
+        (ft.sec * 1000).toFixed(1),
+        (ct.sec * 1000).toFixed(1),
+        row.inferImgPerSec.toFixed(0),
+        row.fineTuneImgPerSec.toFixed(1),
+        row.gflops.toFixed(2),
+        (ft.sec / inf.sec).toFixed(2),
+        (ct.sec / ft.sec).toFixed(3),
+        (rel.sec / inf.sec).toFixed(3),
+        `${(ft.cpu / inf.cpu).toFixed(2)}/${(ct.cpu / ft.cpu).toFixed(3)}/${(rel.cpu / inf.cpu).toFixed(3)}`,
+        others.toFixed(2),
+        row.peakRssMb.toFixed(0),
+        leak,
+      ].join('\t'),
+    );
+    tf.dispose([x, yT, ySoft, m.targetW, m.targetB, m.sourceW, m.sourceB]);
+    m.full.dispose();
+  }
+  console.log(`backend=${backend} threads=${threads} batch=${batch} fastGradients=${!args.stock} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`);
+  console.log(
+    'size\tinfer ms\trel ms\tft ms\tct ms\tinfer img/s\tft img/s\tGFLOP/s\tft/infer (≤4)\tct/ft (≤1.03)\trel/infer (≤1.1)\tsame ratios by CPU time\tothers\trss MB\tΔtensors',
+  );
+  for (const line of table) console.log(line);
+  if (args.json) writeFileSync(args.json, JSON.stringify(rows, null, 2));
+  if (backend === 'wasm') tf.removeBackend('wasm');
+}
+
+await main();

@@ -1,0 +1,180 @@
+import * as tf from '@tensorflow/tfjs';
+import { KernelScope, withScope } from './kernel-ops.js';
+
+/**
+ * Batch normalisation in training mode as one taped op with a hand-written gradient.
+ *
+ * tf.layers' BatchNormalization computes tf.moments (Mean, Sub, Square, Mean, reshapes) and
+ * then FusedBatchNorm; backprop then walks all of these plus tfjs-core's FusedBatchNorm
+ * gradient, which tiles a full-size tensor: about 30 full-size passes per BN layer. The
+ * fused version takes 4 fast passes forward and 8 backward, with the same maths; per-channel
+ * scale/shift runs as a 1x1 depthwise conv because broadcasting binary ops are slow on WASM.
+ */
+
+type TensorInfo = tf.TensorInfo;
+
+export const BN_TRAIN_KERNEL = 'CotuneBatchNormTrain';
+export const BN_TRAIN_GRAD_KERNEL = 'CotuneBatchNormTrainGrad';
+
+/** x [N,H,W,C], gamma, beta [C] -> y, batch mean, biased batch variance. */
+function bnTrainKernel(backendName: string): tf.KernelConfig {
+  return {
+    kernelName: BN_TRAIN_KERNEL,
+    backendName,
+    kernelFunc: ({ inputs, attrs, backend }) => {
+      const { x, gamma, beta } = inputs as Record<string, TensorInfo>;
+      const eps = attrs?.epsilon as number;
+      const be = backend as tf.KernelBackend;
+      const c = x.shape[3];
+      const mean = withScope(be, backendName, (s) => s.meanLeading(x));
+      const variance = withScope(be, backendName, (s) => {
+        const centred = s.affine(x, s.vector(c, 1), s.run('Neg', { x: mean }));
+        return s.meanLeading(s.run('Multiply', { a: centred, b: centred }));
+      });
+      const y = withScope(be, backendName, (s) => {
+        // y = x·a + (β − mean·a) with a = γ·rsqrt(var + ε)
+        const a = s.run('Multiply', { a: gamma, b: s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }) });
+        return s.affine(x, a, s.run('Sub', { a: beta, b: s.run('Multiply', { a: mean, b: a }) }));
+      });
+      return [y, mean, variance];
+    },
+  };
+}
+
+/** dy, x, mean, variance, gamma -> dx, dgamma, dbeta (full gradient through the batch statistics). */
+function bnTrainGradKernel(backendName: string): tf.KernelConfig {
+  return {
+    kernelName: BN_TRAIN_GRAD_KERNEL,
+    backendName,
+    kernelFunc: ({ inputs, attrs, backend }) => {
+      const { dy, x, mean, variance, gamma } = inputs as Record<string, TensorInfo>;
+      const eps = attrs?.epsilon as number;
+      const be = backend as tf.KernelBackend;
+      const count = x.shape[0] * x.shape[1] * x.shape[2];
+      const rstd = withScope(be, backendName, (s) =>
+        s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }),
+      );
+      const sumOf = (s: KernelScope, t: TensorInfo) => s.run('Multiply', { a: s.meanLeading(t), b: s.scalar(count) });
+      const dbeta = withScope(be, backendName, (s) => sumOf(s, dy));
+      const dgamma = withScope(be, backendName, (s) => {
+        // x̂ = x·rstd − mean·rstd
+        const xhat = s.affine(x, rstd, s.run('Neg', { x: s.run('Multiply', { a: mean, b: rstd }) }));
+        return sumOf(s, s.run('Multiply', { a: dy, b: xhat }));
+      });
+      const dx = withScope(be, backendName, (s) => {
+        // dx = γ·rstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M) = dy·a + x·b + c with
+        // a = γ·rstd, b = −a·rstd·dγ/M, c = −a·dβ/M − mean·b.
+        const a = s.run('Multiply', { a: gamma, b: rstd });
+        const negAOverM = s.run('Multiply', { a, b: s.scalar(-1 / count) });
+        const b = s.run('Multiply', { a: s.run('Multiply', { a: negAOverM, b: rstd }), b: dgamma });
+        const c = s.run('Sub', { a: s.run('Multiply', { a: negAOverM, b: dbeta }), b: s.run('Multiply', { a: mean, b }) });
+        return s.run('Add', { a: s.affine(dy, a, c), b: s.affine(x, b) });
+      });
+      be.disposeData(rstd.dataId);
+      return [dx, dgamma, dbeta];
+    },
+  };
+}
+
+export function batchNormKernels(backendName: string): tf.KernelConfig[] {
+  return [bnTrainKernel(backendName), bnTrainGradKernel(backendName)];
+}
+
+/**
+ * Training-mode batch norm over the last axis of a 4-D x; returns y and the batch statistics.
+ * The statistics are kept out of every tidy scope (customGrad runs its forward in one): the
+ * caller disposes them.
+ */
+export function batchNormTrain(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  epsilon: number,
+): { y: tf.Tensor4D; mean: tf.Tensor1D; variance: tf.Tensor1D } {
+  let mean: tf.Tensor1D | undefined;
+  let variance: tf.Tensor1D | undefined;
+  const op = tf.customGrad((xx, gg, bb, save) => {
+    const [y, m, v] = tf.engine().runKernel(BN_TRAIN_KERNEL, { x: xx as tf.Tensor, gamma: gg as tf.Tensor, beta: bb as tf.Tensor }, {
+      epsilon,
+    }) as tf.Tensor[];
+    mean = tf.keep(m as tf.Tensor1D);
+    variance = tf.keep(v as tf.Tensor1D);
+    (save as tf.GradSaveFunc)([xx as tf.Tensor, m, v, gg as tf.Tensor]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sm, sv, sg] = saved;
+        return tf.engine().runKernel(BN_TRAIN_GRAD_KERNEL, { dy, x: sx, mean: sm, variance: sv, gamma: sg }, {
+          epsilon,
+        }) as tf.Tensor[];
+      },
+    };
+  });
+  const y = op(x, gamma, beta) as tf.Tensor4D;
+  return { y, mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D };
+}
+
+interface BatchNormLayerInternals {
+  axis: number;
+  momentum: number;
+  epsilon: number;
+  center: boolean;
+  scale: boolean;
+  gamma: tf.LayerVariable;
+  beta: tf.LayerVariable;
+  movingMean: tf.LayerVariable;
+  movingVariance: tf.LayerVariable;
+  call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[];
+}
+
+let patched = false;
+
+/**
+ * Routes tf.layers BatchNormalization.call in training mode (4-D input, channels last, with
+ * centre and scale) through batchNormTrain when the active backend is one of `backends`.
+ * Moving statistics are updated exactly as tf.layers does. Everything else takes the
+ * original path.
+ */
+export function patchBatchNormLayer(backends: ReadonlySet<string>): void {
+  if (patched) return;
+  patched = true;
+  const proto = Object.getPrototypeOf(tf.layers.batchNormalization({})) as BatchNormLayerInternals;
+  const original = proto.call;
+  proto.call = function (this: BatchNormLayerInternals, inputs, kwargs) {
+    const input = Array.isArray(inputs) ? inputs[0] : inputs;
+    const training = kwargs?.training === true;
+    const axis = this.axis < 0 ? this.axis + (input?.rank ?? 0) : this.axis;
+    if (
+      !training ||
+      (Array.isArray(inputs) && inputs.length !== 1) ||
+      input.rank !== 4 ||
+      input.dtype !== 'float32' ||
+      axis !== 3 ||
+      !this.center ||
+      !this.scale ||
+      !backends.has(tf.getBackend())
+    ) {
+      return original.call(this, inputs, kwargs);
+    }
+    return tf.tidy(() => {
+      const { y, mean, variance } = batchNormTrain(
+        input as tf.Tensor4D,
+        this.gamma.read() as tf.Tensor1D,
+        this.beta.read() as tf.Tensor1D,
+        this.epsilon,
+      );
+      const decay = 1 - this.momentum;
+      for (const [variable, value] of [
+        [this.movingMean, mean],
+        [this.movingVariance, variance],
+      ] as const) {
+        tf.tidy(() => {
+          const orig = variable.read();
+          variable.write(tf.sub(orig, tf.mul(tf.sub(orig, value), decay)));
+        });
+      }
+      tf.dispose([mean, variance]);
+      return y;
+    });
+  };
+}

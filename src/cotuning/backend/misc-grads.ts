@@ -1,0 +1,84 @@
+import * as tf from '@tensorflow/tfjs';
+import { withScope } from './kernel-ops.js';
+
+type TensorInfo = tf.TensorInfo;
+
+/**
+ * Zero-copy Identity for WASM, as the CPU and WebGL backends do it: TF.js tensors are
+ * immutable, so sharing the buffer with a reference count is safe. The engine clones every
+ * tensor it saves for backprop, so the stock copying kernel costs one memcpy per saved tensor.
+ */
+export function identityKernel(backendName: string): tf.KernelConfig {
+  const stock = tf.getKernel('Identity', backendName);
+  return {
+    kernelName: 'Identity',
+    backendName,
+    kernelFunc: (args) => {
+      const x = (args.inputs as Record<string, TensorInfo>).x;
+      if (x.dtype === 'string') return stock.kernelFunc(args);
+      (args.backend as tf.KernelBackend).incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    },
+  };
+}
+
+export const RELU6_GRAD_KERNEL = 'CotuneRelu6Grad';
+/** Smallest float32 above 6: x ≤ 6 ⇔ SIX_UP − x > 0, exactly, for float32 x. */
+const SIX_UP = Math.fround(6 + 2 ** -21);
+
+/** dy · [0 < x ≤ 6] in 4 passes: Step(min(x, 6⁺ − x)) selects exactly 0 < x ≤ 6. */
+export function relu6GradKernel(backendName: string): tf.KernelConfig {
+  return {
+    kernelName: RELU6_GRAD_KERNEL,
+    backendName,
+    kernelFunc: ({ inputs, backend }) => {
+      const { dy, x } = inputs as Record<string, TensorInfo>;
+      return withScope(backend as tf.KernelBackend, backendName, (s) => {
+        const six = s.run('Fill', {}, { shape: [], value: SIX_UP, dtype: 'float32' });
+        const inside = s.run('Minimum', { a: x, b: s.run('Sub', { a: six, b: x }) });
+        return s.run('Multiply', { a: dy, b: s.run('Step', { x: inside }, { alpha: 0 }) });
+      });
+    },
+  };
+}
+
+export const relu6GradConfig = (fastBackends: ReadonlySet<string>): tf.GradConfig => ({
+  kernelName: 'Relu6',
+  inputsToSave: ['x'],
+  gradFunc: (dy, saved) => {
+    const [x] = saved;
+    const d = dy as tf.Tensor;
+    if (fastBackends.has(tf.getBackend()) && x.dtype === 'float32') {
+      return { x: () => tf.engine().runKernel(RELU6_GRAD_KERNEL, { dy: d, x }) as tf.Tensor };
+    }
+    return { x: () => tf.mul(d, tf.cast(tf.mul(tf.lessEqual(x, 6), tf.step(x)), 'float32')) };
+  },
+});
+
+/**
+ * FusedBatchNorm gradient (batch statistics treated as inputs, as in tfjs-core) without
+ * tfjs-core's full-size tile(); the reductions shared by mean, variance and scale are done once.
+ */
+export const fusedBatchNormGradConfig: tf.GradConfig = {
+  kernelName: 'FusedBatchNorm',
+  inputsToSave: ['x', 'mean', 'variance', 'scale'],
+  gradFunc: (dy, saved, attrs) => {
+    const d = dy as tf.Tensor;
+    const eps = (attrs as { varianceEpsilon: number }).varianceEpsilon;
+    const [x, mean, variance, scale] = saved;
+    const reduce = tf.backend_util.getReductionAxes(mean.shape, x.shape);
+    const sumTo = (t: tf.Tensor) => tf.reshape(reduce.length > 0 ? tf.sum(t, reduce) : t, mean.shape);
+    const rstd = tf.rsqrt(tf.add(variance, eps));
+    const scaledRstd = scale == null ? rstd : tf.mul(scale, rstd);
+    // Small per-channel tensors, computed once and shared by the closures below.
+    const sumDy = sumTo(d);
+    const sumDyXc = sumTo(tf.mul(d, tf.sub(x, mean)));
+    return {
+      x: () => tf.mul(d, scaledRstd),
+      mean: () => tf.neg(tf.mul(sumDy, scaledRstd)),
+      variance: () => tf.mul(tf.mul(sumDyXc, scaledRstd), tf.mul(tf.square(rstd), -0.5)),
+      scale: () => tf.mul(sumDyXc, rstd),
+      offset: () => sumDy,
+    };
+  },
+};

@@ -1,0 +1,344 @@
+/**
+ * The fast gradient kernels against the CPU backend's stock kernels.
+ *
+ * TF.js has one active backend at a time and registered gradients are global, so every
+ * reference is computed first, on 'cpu' with nothing of ours registered; then the fast kernels
+ * are registered and the same computations run on 'wasm' (and on 'cpu' with the fast kernels).
+ */
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { registerFastGradients } from '../../src/cotuning/backend/gradients.js';
+import { loadLayersModel } from '../../src/cotuning/model-io.js';
+import { MOBILENET_DIR } from '../helpers/shared-data.js';
+
+const TOL = 1e-4;
+
+/** Deterministic pseudo-random floats in [-1, 1) (mulberry32). */
+function randomArray(n: number, seed: number): Float32Array {
+  let a = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
+  }
+  return out;
+}
+const rand = (shape: number[], seed: number): tf.Tensor =>
+  tf.tensor(randomArray(shape.reduce((a, b) => a * b, 1), seed), shape);
+
+/** max|a − b| / max|b|. */
+function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'length mismatch');
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / Math.max(scale, 1e-12);
+}
+
+interface Case {
+  name: string;
+  /** Returns every output of the computation as flat arrays. */
+  run: () => Float32Array[];
+  /** The reference computation on stock CPU kernels, when it differs from `run`. */
+  reference?: () => Float32Array[];
+}
+
+const cases: Case[] = [];
+const run = (kernel: string, inputs: tf.NamedTensorMap, attrs: object): Float32Array =>
+  tf.tidy(() => tf.engine().runKernel(kernel, inputs, attrs as tf.NamedAttrMap) as tf.Tensor).dataSync() as Float32Array;
+
+// Regular convolutions: shapes × kernel sizes × strides × paddings, including a numeric pad.
+let seed = 1;
+for (const h of [7, 8, 13]) {
+  for (const k of [1, 3, 5]) {
+    for (const stride of [1, 2]) {
+      for (const pad of ['same', 'valid', 1] as const) {
+        if (pad === 'valid' && k > h) continue;
+        const [n, ci, co] = [2, 3, 4];
+        const s = seed++;
+        cases.push({
+          name: `conv2d h${h} k${k} s${stride} ${pad}`,
+          run: () =>
+            tf.tidy(() => {
+              const x = rand([n, h, h + 1, ci], s) as tf.Tensor4D;
+              const w = rand([k, k, ci, co], s + 1000) as tf.Tensor4D;
+              const y = tf.conv2d(x, w, stride, pad);
+              const dy = rand(y.shape, s + 2000);
+              const attrs = { strides: [stride, stride], pad, dataFormat: 'NHWC' };
+              return [
+                run('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }),
+                run('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }),
+              ];
+            }),
+        });
+      }
+    }
+  }
+}
+
+// Depthwise convolutions, with channel multipliers 1 and 2.
+for (const h of [7, 8, 12]) {
+  for (const k of [3, 5]) {
+    for (const stride of [1, 2]) {
+      for (const pad of ['same', 'valid'] as const) {
+        for (const mult of [1, 2]) {
+          const [n, c] = [2, 5];
+          const s = seed++;
+          cases.push({
+            name: `depthwise h${h} k${k} s${stride} ${pad} m${mult}`,
+            run: () =>
+              tf.tidy(() => {
+                const x = rand([n, h, h, c], s) as tf.Tensor4D;
+                const w = rand([k, k, c, mult], s + 1000) as tf.Tensor4D;
+                const y = tf.depthwiseConv2d(x, w, stride, pad);
+                const dy = rand(y.shape, s + 2000);
+                const attrs = { strides: [stride, stride], pad, dilations: [1, 1] };
+                return [
+                  run('DepthwiseConv2dNativeBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }),
+                  run('DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }),
+                ];
+              }),
+          });
+        }
+      }
+    }
+  }
+}
+
+/** Gradients of Σ(f(x, w) · r) with respect to x and w, through the registered gradients. */
+function convGrads(f: (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor, xs: number[], ws: number[], s: number): Float32Array[] {
+  return tf.tidy(() => {
+    const x = rand(xs, s) as tf.Tensor4D;
+    const w = rand(ws, s + 1) as tf.Tensor4D;
+    const r = rand(f(x, w).shape, s + 2);
+    const g = tf.grads((a, b) => tf.sum(tf.mul(f(a as tf.Tensor4D, b as tf.Tensor4D), r)));
+    return g([x, w]).map((t) => t.dataSync() as Float32Array);
+  });
+}
+
+/** A dilated filter as the equivalent dense filter with zeros between the taps. */
+function dilateFilter(w: tf.Tensor4D, d: number): tf.Tensor4D {
+  const [kh, kw, a, b] = w.shape;
+  const buf = tf.buffer([(kh - 1) * d + 1, (kw - 1) * d + 1, a, b]);
+  const v = w.arraySync();
+  for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) for (let p = 0; p < a; p++) for (let q = 0; q < b; q++) buf.set(v[i][j][p][q], i * d, j * d, p, q);
+  return buf.toTensor() as tf.Tensor4D;
+}
+
+/** Take the taps of a dense filter gradient that correspond to a dilated filter. */
+function undilate(g: Float32Array, shape: number[], d: number): Float32Array {
+  const [kh, kw, a, b] = shape;
+  const kwd = (kw - 1) * d + 1;
+  const out = new Float32Array(kh * kw * a * b);
+  for (let i = 0; i < kh; i++)
+    for (let j = 0; j < kw; j++)
+      for (let p = 0; p < a * b; p++) out[(i * kw + j) * a * b + p] = g[(i * d * kwd + j * d) * a * b + p];
+  return out;
+}
+
+// Dilated convolutions: tfjs-core rejects their gradients; the reference is the equivalent dense conv.
+for (const d of [2, 3]) {
+  for (const pad of ['same', 'valid'] as const) {
+    const s = seed++;
+    const wShape = [3, 3, 3, 2];
+    cases.push({
+      name: `conv2d dilation ${d} ${pad}`,
+      run: () => convGrads((x, w) => tf.conv2d(x, w, 1, pad, 'NHWC', d), [2, 11, 10, 3], wShape, s),
+      reference: () => dilatedRef(false, d, pad, s),
+    });
+    cases.push({
+      name: `depthwise dilation ${d} ${pad}`,
+      run: () => convGrads((x, w) => tf.depthwiseConv2d(x, w, 1, pad, 'NHWC', d), [2, 11, 10, 3], [3, 3, 3, 1], s),
+      reference: () => dilatedRef(true, d, pad, s),
+    });
+  }
+}
+// Batch norm as tf.layers runs it in training mode, and ReLU6 as Activation('relu6').
+for (const [shape, s] of [
+  [[4, 6, 5, 3], 500],
+  [[8, 3, 3, 16], 501],
+  [[3, 1, 2, 7], 502],
+] as [number[], number][]) {
+  cases.push({
+    name: `batchnorm layer training ${shape.join('x')}`,
+    run: () =>
+      tf.tidy(() => {
+        const layer = tf.layers.batchNormalization({ epsilon: 1e-3, momentum: 0.9 });
+        layer.build(shape);
+        layer.setWeights([rand([shape[3]], s), rand([shape[3]], s + 1), rand([shape[3]], s + 2), tf.add(rand([shape[3]], s + 3), 2)]);
+        const x = tf.add(tf.mul(rand(shape, s + 4), 3), 0.5);
+        const r = rand(shape, s + 5);
+        const f = (a: tf.Tensor): tf.Scalar => tf.sum(tf.mul(layer.apply(a, { training: true }) as tf.Tensor, r));
+        const vars = layer.trainableWeights.map((w) => w.read() as tf.Variable);
+        const { grads } = tf.variableGrads(() => f(x), vars);
+        const dx = tf.grad(f)(x);
+        const y = layer.apply(x, { training: true }) as tf.Tensor;
+        const moving = layer.getWeights().slice(2);
+        return [y, dx, grads[vars[0].name], grads[vars[1].name], ...moving].map((t) => t.dataSync() as Float32Array);
+      }),
+  });
+}
+cases.push({
+  name: 'relu6 activation',
+  run: () =>
+    tf.tidy(() => {
+      const layer = tf.layers.activation({ activation: 'relu6' });
+      // Include values at exactly 0 and 6, where the gradient's mask has its edges.
+      const x = tf.concat([tf.mul(rand([4, 5, 5, 6], 600), 8), tf.tensor([0, 6, -0, 5.999999523, 6.000000477, -1e-30], [1, 1, 1, 6]).tile([1, 5, 5, 1])]);
+      const r = rand(x.shape, 601);
+      const f = (a: tf.Tensor): tf.Scalar => tf.sum(tf.mul(layer.apply(a) as tf.Tensor, r));
+      return [layer.apply(x) as tf.Tensor, tf.grad(f)(x)].map((t) => t.dataSync() as Float32Array);
+    }),
+});
+cases.push({
+  name: 'tf.batchNorm gradient (FusedBatchNorm)',
+  run: () =>
+    tf.tidy(() => {
+      const x = rand([3, 4, 5, 6], 700);
+      const [m, v, o, sc] = [rand([6], 701), tf.add(rand([6], 702), 1.5), rand([6], 703), rand([6], 704)];
+      const r = rand(x.shape, 705);
+      const g = tf.grads((a, b, c, d, e) => tf.sum(tf.mul(tf.batchNorm(a, b, c, d, e, 1e-3), r)));
+      return g([x, m, v, o, sc]).map((t) => t.dataSync() as Float32Array);
+    }),
+});
+cases.push({
+  name: 'tf.relu6 gradient',
+  run: () =>
+    tf.tidy(() => {
+      const x = tf.concat([tf.mul(rand([50], 800), 8), tf.tensor([0, 6, 5.999999523, 6.000000477])]);
+      return [tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.relu6(a), tf.range(0, 54))))(x).dataSync() as Float32Array];
+    }),
+});
+
+/** Same computations with dense (zero-inserted) filters, for the dilated cases' references. */
+function dilatedRef(depthwise: boolean, d: number, pad: 'same' | 'valid', s: number): Float32Array[] {
+  const wShape = depthwise ? [3, 3, 3, 1] : [3, 3, 3, 2];
+  return tf.tidy(() => {
+    const x = rand([2, 11, 10, 3], s) as tf.Tensor4D;
+    const w = rand(wShape, s + 1) as tf.Tensor4D;
+    const wd = dilateFilter(w, d);
+    const f = (a: tf.Tensor4D, b: tf.Tensor4D) => (depthwise ? tf.depthwiseConv2d(a, b, 1, pad) : tf.conv2d(a, b, 1, pad));
+    const r = rand(f(x, wd).shape, s + 2);
+    const [gx, gw] = tf.grads((a, b) => tf.sum(tf.mul(f(a as tf.Tensor4D, b as tf.Tensor4D), r)))([x, wd]);
+    return [gx.dataSync() as Float32Array, undilate(gw.dataSync() as Float32Array, wShape, d)];
+  });
+}
+
+// ---- One real training step of MobileNet v1 0.25 --------------------------------------------
+
+const STEP_SIZE = 64;
+const STEP_BATCH = 4;
+const TARGET_CLASSES = 5;
+
+interface StepResult {
+  /** Trainable weights after one step, then BN moving statistics. */
+  weights: Float32Array[];
+  loss: number;
+}
+
+/** Two-head step: backbone in training mode, CE + 2.3·soft CE, momentum SGD with weight decay. */
+async function trainingSteps(steps: number, onStep?: (i: number) => void): Promise<StepResult> {
+  const model = await loadLayersModel(MOBILENET_DIR, STEP_SIZE);
+  const backbone = tf.model({ inputs: model.inputs, outputs: model.getLayer('global_average_pooling2d_1').output as tf.SymbolicTensor });
+  const [k, b] = model.getLayer('conv_preds').getWeights();
+  const sourceW = tf.variable(tf.reshape(k, [256, 1000]));
+  const sourceB = tf.variable(b.clone());
+  const targetW = tf.variable(tf.mul(rand([256, TARGET_CLASSES], 900), 0.05));
+  const targetB = tf.variable(tf.zeros([TARGET_CLASSES]));
+  const vars = [...backbone.trainableWeights.map((w) => w.read() as tf.Variable), targetW, targetB, sourceW, sourceB];
+  const x = rand([STEP_BATCH, STEP_SIZE, STEP_SIZE, 3], 901);
+  const yT = tf.oneHot(tf.tensor1d([0, 3, 1, 4], 'int32'), TARGET_CLASSES);
+  const ySoft = tf.softmax(tf.mul(rand([STEP_BATCH, 1000], 902), 3));
+  const optimizer = tf.train.momentum(0.05, 0.9, true);
+  let loss = 0;
+  for (let i = 0; i < steps; i++) {
+    tf.tidy(() => {
+      const { value, grads } = tf.variableGrads(() => {
+        const f = backbone.apply(x, { training: true }) as tf.Tensor2D;
+        const ce = tf.losses.softmaxCrossEntropy(yT, tf.add(tf.matMul(f, targetW), targetB));
+        const ls = tf.logSoftmax(tf.add(tf.matMul(f, sourceW), sourceB));
+        return tf.add(ce, tf.mul(2.3, tf.neg(tf.mean(tf.sum(tf.mul(ySoft, ls), -1))))) as tf.Scalar;
+      }, vars);
+      const decayed: Record<string, tf.Tensor> = {};
+      for (const v of vars) decayed[v.name] = tf.add(grads[v.name], tf.mul(5e-4, v));
+      optimizer.applyGradients(decayed as tf.NamedTensorMap & Record<string, tf.Variable>);
+      loss = value.dataSync()[0];
+    });
+    onStep?.(i);
+  }
+  const moving = model.layers.filter((l) => l.getClassName() === 'BatchNormalization').flatMap((l) => l.getWeights().slice(2));
+  const weights = [...vars, ...moving].map((t) => t.dataSync().slice() as Float32Array);
+  tf.dispose([x, yT, ySoft, sourceW, sourceB, targetW, targetB]);
+  optimizer.dispose();
+  model.dispose();
+  return { weights, loss };
+}
+
+// ---- Run ------------------------------------------------------------------------------------
+
+const references = new Map<string, Float32Array[]>();
+let stepReference: StepResult;
+let initialWeights: Float32Array[];
+
+describe('fast gradients', () => {
+  before(async () => {
+    assert.ok(await tf.setBackend('cpu'));
+    for (const c of cases) references.set(c.name, (c.reference ?? c.run)());
+    initialWeights = (await trainingSteps(0)).weights;
+    stepReference = await trainingSteps(1);
+  });
+
+  for (const backend of ['wasm', 'cpu']) {
+    it(`${backend}: every gradient matches the stock CPU kernels (rel. error ≤ ${TOL})`, async (t) => {
+      assert.ok(await tf.setBackend(backend));
+      registerFastGradients(backend);
+      let worst = 0;
+      for (const c of cases) {
+        const got = c.run();
+        const want = references.get(c.name) as Float32Array[];
+        assert.equal(got.length, want.length, c.name);
+        got.forEach((g, i) => {
+          const e = relError(g, want[i]);
+          worst = Math.max(worst, e);
+          assert.ok(e <= TOL, `${backend} ${c.name} output ${i}: relative error ${e.toExponential(2)}`);
+        });
+      }
+      t.diagnostic(`${cases.length} cases, worst relative error ${worst.toExponential(2)}`);
+      assert.ok(worst > 0 || backend === 'cpu', 'results bit-identical to the reference: the fast kernels did not run');
+    });
+  }
+
+  it('wasm: one MobileNet training step gives the CPU stock weights; no leaks, no CPU fallback', async (t) => {
+    assert.ok(await tf.setBackend('wasm'));
+    registerFastGradients('wasm');
+    registerFastGradients('wasm'); // idempotent
+    const cpu = tf.findBackend('cpu') as tf.KernelBackend;
+    const cpuData = cpu.numDataIds();
+    const counts: number[] = [];
+    const before1 = (await trainingSteps(1)).weights;
+    const result = await trainingSteps(4, () => counts.push(tf.memory().numTensors));
+    assert.equal(cpu.numDataIds(), cpuData, 'the step created tensors on the cpu backend');
+    assert.deepEqual(counts.slice(1), counts.slice(1).map(() => counts[1]), `numTensors grows: ${counts.join(' ')}`);
+    // Compare the updates (new − initial), which are small against the weights themselves.
+    let worst = 0;
+    before1.forEach((w, i) => {
+      const got = w.map((v, j) => v - initialWeights[i][j]);
+      const want = stepReference.weights[i].map((v, j) => v - initialWeights[i][j]);
+      const e = relError(got, want);
+      worst = Math.max(worst, e);
+      assert.ok(e <= 2e-3, `weight ${i}: relative error of the update ${e.toExponential(2)}`);
+    });
+    t.diagnostic(`worst relative error of a weight update ${worst.toExponential(2)}; numTensors per step ${counts.join(' ')}`);
+    assert.ok(worst > 0, 'wasm and cpu produced bit-identical updates');
+    assert.ok(Number.isFinite(result.loss));
+  });
+});
+
