@@ -124,8 +124,9 @@ export function trainStep(
 ): { loss: number; lossTarget: number; lossSource: number } {
   const withSource = inputs.softTargets !== null && lambda > 0;
   const variables = [...groups.backbone, ...(withSource ? groups.sourceHead : []), ...groups.targetHead];
+  // The loss terms are kept out of variableGrads' scope so they can be reported; disposed below.
+  let parts: tf.Scalar[] = [];
   const values = tf.tidy(() => {
-    let parts: tf.Scalar[] = [];
     const { value, grads } = tf.variableGrads(() => {
       const f = features(net, inputs.x, true);
       const terms = coTuningLoss(
@@ -147,7 +148,7 @@ export function trainStep(
     return tf.stack([value, ...parts]);
   });
   const [loss, lossTarget, lossSource] = values.dataSync();
-  values.dispose();
+  tf.dispose([values, ...parts]);
   return { loss, lossTarget, lossSource };
 }
 

@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import { MOBILENET_DIR, FLOWERS_DIR } from '../helpers/shared-data.js';
+
+const BIN = fileURLToPath(new URL('../../bin/cotune.js', import.meta.url));
+
+function cotune(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr.trim() };
+}
+
+test('--help lists the commands and every hyperparameter flag', () => {
+  const r = cotune('--help');
+  assert.equal(r.code, 0);
+  for (const word of ['cotune compare', 'cotune train', 'cotune relationship', '--lambda', '--lr-target-head', '--sampling-rate', '--freeze-below']) {
+    assert.ok(r.stdout.includes(word), `help lacks ${word}`);
+  }
+});
+
+test('bad flags and unreadable inputs: one clear line, exit code 2', () => {
+  const cases: [string[], RegExp][] = [
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--lambda', 'abc'], /--lambda expects a number/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--lambda=-3'], /hyperparameters\.lambda must be ≥ 0/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--bogus'], /Unknown option '--bogus'/],
+    [['compare', '--model', '/nonexistent', '--data', FLOWERS_DIR, '--out', '/tmp/x'], /--model .*not readable/],
+    [['compare', '--model', MOBILENET_DIR, '--data', '/nonexistent/data', '--out', '/tmp/x'], /--data \/nonexistent\/data: not readable/],
+    [['train', '--method', 'magic', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x'], /--method must be co-tuning or fine-tune/],
+    [['compare', '--data', FLOWERS_DIR, '--out', '/tmp/x'], /--model is required/],
+    [['launch'], /unknown command "launch"/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = cotune(...args);
+    assert.equal(r.code, 2, `${args.join(' ')} → exit ${r.code}: ${r.stderr}`);
+    assert.equal(r.stderr.split('\n').length, 1, `more than one line: ${r.stderr}`);
+    assert.match(r.stderr, pattern);
+  }
+});
