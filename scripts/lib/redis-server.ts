@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,8 @@ export interface LocalRedis {
   stop(options?: { keepDir?: boolean }): Promise<void>;
   /** Start it again on the same port and dir (after stop({ keepDir: true })). */
   restart(): Promise<void>;
+  /** Synchronous SIGKILL and temp-dir removal, for process 'exit' handlers. */
+  kill(): void;
 }
 
 export interface StartRedisOptions {
@@ -116,6 +119,10 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Local
     async restart() {
       await stopProcess();
       await launch();
+    },
+    kill() {
+      child?.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

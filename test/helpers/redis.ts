@@ -8,19 +8,24 @@ let shared: Promise<LocalRedis> | undefined;
 
 /**
  * The Redis for this test file: REDIS_URL when set, otherwise one private redis-server per test
- * file, stopped when the file's tests end. Isolate tests with a unique queue prefix
+ * file, killed when the test process exits. Isolate tests with a unique queue prefix
  * (`uniquePrefix()`), not with separate servers.
  */
 export async function testRedisUrl(): Promise<string> {
   if (process.env.REDIS_URL) return process.env.REDIS_URL;
   if (!shared) {
     shared = startRedis();
-    after(async () => (await shared)?.stop());
+    // Not after(): called first inside a test, it would stop the server when that test ends.
+    const started = await shared;
+    process.on('exit', () => started.kill());
   }
   return (await shared).url;
 }
 
-/** A redis-server owned by one test (for stop/restart or non-default settings); stopped after the file. */
+/**
+ * A redis-server owned by the caller (for stop/restart or non-default settings), stopped by
+ * node:test's after(): at the end of the calling test, or of the file when called at top level.
+ */
 export async function privateRedis(options?: StartRedisOptions): Promise<LocalRedis> {
   const redis = await startRedis(options);
   after(() => redis.stop());

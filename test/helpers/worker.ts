@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { after } from 'node:test';
 import type { Config } from '../../src/config.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -32,7 +31,13 @@ export function workerEnv(config: Config, extra: Record<string, string> = {}): R
   };
 }
 
-/** Start `workers/training.worker.ts` as a real process; resolves once it reports ready. Killed after the file. */
+// Not node:test's after(): called inside a test it would fire when that test ends.
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
+/** Start `workers/training.worker.ts` as a real process; resolves once it reports ready. Killed when the test process exits. */
 export async function spawnWorker(env: Record<string, string>, readyTimeoutMs = 60_000): Promise<WorkerProcess> {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'workers/training.worker.ts'], {
     cwd: ROOT,
@@ -43,9 +48,8 @@ export async function spawnWorker(env: Record<string, string>, readyTimeoutMs = 
   proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  after(() => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  });
+  running.add(proc);
+  proc.once('exit', () => running.delete(proc));
   const deadline = Date.now() + readyTimeoutMs;
   while (!out.includes('"worker ready"')) {
     if (proc.exitCode !== null) throw new Error(`worker exited early (${proc.exitCode}):\n${out}`);
