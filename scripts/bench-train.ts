@@ -5,8 +5,8 @@
  *                          [--steps N] [--json PATH] [--profile] [--stock]
  *
  * Measures, per input size: inference (backbone + target head), the relationship pass (the
- * pre-trained model to source softmax probabilities), one fine-tune SGD step and one
- * co-tuning SGD step. `--stock` skips registerFastGradients (WASM then cannot train).
+ * pre-trained model to source softmax probabilities), and the library's training step
+ * (train.ts trainStep): fine-tune, co-tuning, and fine-tune with the lower backbone frozen. `--stock` skips registerFastGradients (WASM then cannot train).
  * `--profile` prints the kernels of one fine-tune step. CPU time used by other processes
  * during each measurement is printed as "others" (in cores) because the machine is shared.
  */
@@ -14,18 +14,23 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from '../src/cotuning/backend/gradients.js';
+import { DEFAULT_HYPERPARAMETERS } from '../src/cotuning/hyperparameters.js';
 import { loadLayersModel } from '../src/cotuning/model-io.js';
+import { buildNet, disposeNet, features, targetLogits, trainableGroups, type CoTuningNet } from '../src/cotuning/network.js';
+import { NesterovSgd } from '../src/cotuning/optimizer.js';
+import { trainStep } from '../src/cotuning/train.js';
 
 const MODEL_DIR =
   process.env.COTUNE_SHARED_DATA !== undefined
     ? `${process.env.COTUNE_SHARED_DATA}/mobilenet_v1_0.25_224`
     : new URL('../../shared/data/mobilenet_v1_0.25_224', import.meta.url).pathname;
-const FEATURE_LAYER = 'global_average_pooling2d_1';
 const HEAD_LAYER = 'conv_preds';
+/** Partial fine-tuning: the first six depthwise-separable blocks frozen. */
+const FREEZE_BELOW = 'conv_dw_7';
 const TARGET_CLASSES = 100;
-const LAMBDA = 2.3;
+const LAMBDA = DEFAULT_HYPERPARAMETERS.lambda;
 
 const { values: args } = parseArgs({
   options: {
@@ -105,61 +110,18 @@ function countMacs(model: tf.LayersModel, denseOut: number): number {
   return macs + 256 * denseOut;
 }
 
-interface TwoHead {
-  backbone: tf.LayersModel;
-  full: tf.LayersModel;
-  targetW: tf.Variable;
-  targetB: tf.Variable;
-  sourceW: tf.Variable;
-  sourceB: tf.Variable;
-}
-
-async function buildTwoHead(size: number): Promise<TwoHead> {
-  const full = await loadLayersModel(MODEL_DIR, size);
-  const backbone = tf.model({ inputs: full.inputs, outputs: full.getLayer(FEATURE_LAYER).output as tf.SymbolicTensor });
-  const [k, b] = full.getLayer(HEAD_LAYER).getWeights();
-  return {
-    backbone,
-    full,
-    targetW: tf.variable(tf.randomNormal([256, TARGET_CLASSES], 0, 0.01, 'float32', 1)),
-    targetB: tf.variable(tf.zeros([TARGET_CLASSES])),
-    sourceW: tf.variable(tf.reshape(k, [256, 1000])),
-    sourceB: tf.variable(b.clone()),
-  };
-}
-
-/**
- * One SGD step as the training loop does it: backbone in training mode, target head CE plus
- * λ·soft CE on the source head (co-tuning), Nesterov momentum with weight decay.
- */
-function makeStep(m: TwoHead, lambda: number): (x: tf.Tensor4D, yT: tf.Tensor2D, ySoft: tf.Tensor2D) => void {
-  const vars: tf.Variable[] = [
-    ...m.backbone.trainableWeights.map((w) => w.read() as tf.Variable),
-    m.targetW,
-    m.targetB,
-    ...(lambda > 0 ? [m.sourceW, m.sourceB] : []),
-  ];
-  const velocity = vars.map((v) => tf.variable(tf.zerosLike(v), false));
-  const lr = 0.01;
-  const mu = 0.9;
-  const wd = 5e-4;
-  return (x, yT, ySoft) => {
-    tf.tidy(() => {
-      const { grads } = tf.variableGrads(() => {
-        const f = m.backbone.apply(x, { training: true }) as tf.Tensor2D;
-        const ceT = tf.losses.softmaxCrossEntropy(yT, tf.add(tf.matMul(f, m.targetW), m.targetB));
-        if (lambda === 0) return ceT as tf.Scalar;
-        const ls = tf.logSoftmax(tf.add(tf.matMul(f, m.sourceW), m.sourceB));
-        const soft = tf.neg(tf.mean(tf.sum(tf.mul(ySoft, ls), -1)));
-        return tf.add(ceT, tf.mul(lambda, soft)) as tf.Scalar;
-      }, vars);
-      vars.forEach((v, i) => {
-        const g = tf.add(grads[v.name], tf.mul(wd, v));
-        const vel = tf.add(tf.mul(mu, velocity[i]), g);
-        velocity[i].assign(vel);
-        v.assign(tf.sub(v, tf.mul(lr, tf.add(g, tf.mul(mu, vel)))));
-      });
-    });
+/** The library's own training step (train.ts) on its own two-head network (network.ts). */
+function makeStep(
+  net: CoTuningNet,
+  lambda: number,
+  freezeBelow?: string,
+): (x: tf.Tensor4D, labels: tf.Tensor1D, soft: tf.Tensor2D) => void {
+  const hp = DEFAULT_HYPERPARAMETERS;
+  const groups = trainableGroups(net, lambda > 0, freezeBelow);
+  const optimizer = new NesterovSgd(hp.momentum, hp.weightDecay);
+  const lrs = { backbone: hp.lrBackbone, sourceHead: hp.lrSourceHead, targetHead: hp.lrTargetHead };
+  return (x, labels, soft) => {
+    trainStep(net, optimizer, groups, { x, labels, softTargets: lambda > 0 ? soft : null }, lambda, lrs);
   };
 }
 
@@ -190,25 +152,27 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const table: string[] = [];
   for (const size of (args.sizes ?? '96').split(',').map(Number)) {
-    const m = await buildTwoHead(size);
+    const net = await buildNet(MODEL_DIR, { numClasses: TARGET_CLASSES, imageSize: size, seed: 1 });
+    const full = await loadLayersModel(MODEL_DIR, size);
     const x = tf.randomUniform([batch, size, size, 3], -1, 1, 'float32', 7) as tf.Tensor4D;
-    const yT = tf.oneHot(tf.randomUniform([batch], 0, TARGET_CLASSES, 'int32', 8) as tf.Tensor1D, TARGET_CLASSES).toFloat() as tf.Tensor2D;
+    const yT = tf.randomUniform([batch], 0, TARGET_CLASSES, 'int32', 8) as tf.Tensor1D;
     const ySoft = tf.softmax(tf.randomNormal([batch, 1000], 0, 1, 'float32', 9)) as tf.Tensor2D;
     const infer = (): void => {
-      const p = tf.tidy(() => tf.add(tf.matMul(m.backbone.predict(x) as tf.Tensor2D, m.targetW), m.targetB));
+      const p = tf.tidy(() => targetLogits(net, features(net, x, false)));
       p.dataSync();
       p.dispose();
     };
     const relationship = (): void => {
-      const p = m.full.predict(x) as tf.Tensor;
+      const p = full.predict(x) as tf.Tensor;
       p.dataSync();
       p.dispose();
     };
-    const fineStep = makeStep(m, 0);
-    const coStep = makeStep(m, LAMBDA);
+    const fineStep = makeStep(net, 0);
+    const coStep = makeStep(net, LAMBDA);
+    const partialStep = makeStep(net, 0, FREEZE_BELOW);
     const sync = (): void => {
       // Reading one weight waits for the step (WASM runs synchronously, this keeps other backends honest).
-      m.targetB.dataSync();
+      net.targetBias.dataSync();
     };
     if (args.profile) {
       fineStep(x, yT, ySoft); // warm-up, so the profile shows steady-state kernels
@@ -219,11 +183,12 @@ async function main(): Promise<void> {
     const rel = timeIt(relationship, steps + 2);
     const ft = timeIt(() => (fineStep(x, yT, ySoft), sync()), steps);
     const ct = timeIt(() => (coStep(x, yT, ySoft), sync()), steps);
+    const pt = timeIt(() => (partialStep(x, yT, ySoft), sync()), steps);
     const leak = tf.memory().numTensors - tensorsBefore;
-    const macs = countMacs(m.full, TARGET_CLASSES);
+    const macs = countMacs(full, TARGET_CLASSES);
     const row: Row = {
       backend,
-      threads: backend === 'wasm' ? threads : 1,
+      threads: backend === 'wasm' ? getThreadsCount() : 1,
       model: 'mobilenet_v1_0.25_224',
       inputSize: size,
       batch,
@@ -235,7 +200,7 @@ async function main(): Promise<void> {
       peakRssMb: process.resourceUsage().maxRSS / 1024,
     };
     rows.push(row);
-    const others = Math.max(inf.others, rel.others, ft.others, ct.others);
+    const others = Math.max(inf.others, rel.others, ft.others, ct.others, pt.others);
     table.push(
       [
         size,
@@ -243,6 +208,7 @@ async function main(): Promise<void> {
         (rel.sec * 1000).toFixed(1),
         (ft.sec * 1000).toFixed(1),
         (ct.sec * 1000).toFixed(1),
+        (pt.sec * 1000).toFixed(1),
         row.inferImgPerSec.toFixed(0),
         row.fineTuneImgPerSec.toFixed(1),
         row.gflops.toFixed(2),
@@ -255,12 +221,13 @@ async function main(): Promise<void> {
         leak,
       ].join('\t'),
     );
-    tf.dispose([x, yT, ySoft, m.targetW, m.targetB, m.sourceW, m.sourceB]);
-    m.full.dispose();
+    tf.dispose([x, yT, ySoft]);
+    disposeNet(net);
+    full.dispose();
   }
   console.log(`backend=${backend} threads=${threads} batch=${batch} fastGradients=${!args.stock} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`);
   console.log(
-    'size\tinfer ms\trel ms\tft ms\tct ms\tinfer img/s\tft img/s\tGFLOP/s\tft/infer (≤4)\tct/ft (≤1.03)\trel/infer (≤1.1)\tsame ratios by CPU time\tothers\trss MB\tΔtensors',
+    `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\tft/infer (≤4)\tct/ft (≤1.03)\trel/infer (≤1.1)\tsame ratios by CPU time\tothers\trss MB\tΔtensors`,
   );
   for (const line of table) console.log(line);
   if (args.json) writeFileSync(args.json, JSON.stringify(rows, null, 2));

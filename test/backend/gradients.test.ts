@@ -209,6 +209,29 @@ cases.push({
       return g([x, m, v, o, sc]).map((t) => t.dataSync() as Float32Array);
     }),
 });
+// matMul gradients: every transpose combination, shaped so both operand orders get used.
+for (const [m, k, n] of [
+  [4, 64, 300],
+  [300, 64, 4],
+  [5, 7, 3],
+]) {
+  for (const ta of [false, true]) {
+    for (const tb of [false, true]) {
+      const s = seed++;
+      cases.push({
+        name: `matMul ${m}x${k}x${n} ta=${ta} tb=${tb}`,
+        run: () =>
+          tf.tidy(() => {
+            const a = rand(ta ? [k, m] : [m, k], s);
+            const b = rand(tb ? [n, k] : [k, n], s + 1);
+            const r = rand([m, n], s + 2);
+            const g = tf.grads((x, y) => tf.sum(tf.mul(tf.matMul(x, y, ta, tb), r)));
+            return g([a, b]).map((t) => t.dataSync() as Float32Array);
+          }),
+      });
+    }
+  }
+}
 cases.push({
   name: 'tf.relu6 gradient',
   run: () =>

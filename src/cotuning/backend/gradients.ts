@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { patchRelu6Activation, relu6MaskGradKernel } from './activations.js';
 import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
 import { convGradConfigs, convGradKernels } from './conv-grads.js';
-import { fusedBatchNormGradConfig, identityKernel, relu6GradConfig, relu6GradKernel } from './misc-grads.js';
+import { fusedBatchNormGradConfig, identityKernel, matMulGradConfig, relu6GradConfig, relu6GradKernel } from './misc-grads.js';
 
 /**
  * Fast training kernels for the WASM and pure-JS CPU backends.
@@ -45,6 +45,7 @@ export function registerFastGradients(backend: string): void {
     for (const config of convGradConfigs(registered)) replaceGradient(config);
     replaceGradient(fusedBatchNormGradConfig);
     replaceGradient(relu6GradConfig(registered));
+    replaceGradient(matMulGradConfig(tf.getGradient('BatchMatMul')));
     gradientsRegistered = true;
   }
   patchBatchNormLayer(registered);

@@ -82,3 +82,43 @@ export const fusedBatchNormGradConfig: tf.GradConfig = {
     };
   },
 };
+
+/**
+ * matMul as XNNPACK likes it: no transposed operands (their WASM path is 10-20x slower), and
+ * the smaller matrix on the right, since the right operand is repacked on every call.
+ * Returns a·b with `ta`/`tb` meaning "use the transpose of a / b".
+ */
+function fastMatMul(a: tf.Tensor2D, b: tf.Tensor2D, ta: boolean, tb: boolean): tf.Tensor2D {
+  const [m, k] = ta ? [a.shape[1], a.shape[0]] : a.shape;
+  const n = tb ? b.shape[0] : b.shape[1];
+  // Direct: transpose what needs it, pack b (k·n). Swapped: (bᵀ·aᵀ)ᵀ packs aᵀ (m·k).
+  const transposes = (ta ? m * k : 0) + (tb ? k * n : 0);
+  const direct = transposes + k * n;
+  const swapped = (ta ? 0 : m * k) + (tb ? 0 : k * n) + m * k + m * n;
+  if (direct <= swapped) {
+    return tf.matMul(ta ? tf.transpose(a) : a, tb ? tf.transpose(b) : b);
+  }
+  return tf.transpose(tf.matMul(tb ? b : tf.transpose(b), ta ? a : tf.transpose(a)));
+}
+
+/** BatchMatMul gradient for 2-D operands via fastMatMul; other ranks use tfjs-core's gradient. */
+export function matMulGradConfig(stock: tf.GradConfig | undefined): tf.GradConfig {
+  return {
+    kernelName: 'BatchMatMul',
+    inputsToSave: ['a', 'b'],
+    gradFunc: (dy, saved, attrs) => {
+      const [a, b] = saved;
+      const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+      if (a.rank !== 2 || b.rank !== 2 || !stock) {
+        if (!stock) throw new Error('fast gradients: no stock BatchMatMul gradient');
+        return stock.gradFunc(dy, saved, attrs);
+      }
+      const [a2, b2, d] = [a as tf.Tensor2D, b as tf.Tensor2D, dy as tf.Tensor2D];
+      // y = op(a)·op(b): d op(a) = dy·op(b)ᵀ, d op(b) = op(a)ᵀ·dy, transposed back where needed.
+      return {
+        a: () => (transposeA ? fastMatMul(b2, d, transposeB, true) : fastMatMul(d, b2, false, !transposeB)),
+        b: () => (transposeB ? fastMatMul(d, a2, true, transposeA) : fastMatMul(a2, d, !transposeA, false)),
+      };
+    },
+  };
+}

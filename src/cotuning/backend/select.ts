@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from './gradients.js';
 
 /** Backends in order of preference; the first that loads and initialises wins. */
@@ -19,7 +19,11 @@ export interface BackendInfo {
 export interface SelectBackendOptions {
   /** Force one backend ('tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'); fails if it cannot load. */
   preferred?: string;
-  /** WASM thread count; only honoured where the runtime supports WASM threads. */
+  /**
+   * WASM thread count; only honoured where the runtime supports WASM threads. TF.js 4.22 never
+   * enables WASM threads under Node (WASM_HAS_MULTITHREAD_SUPPORT is forced off there), so the
+   * WASM backend runs on 1 thread; BackendInfo.threads reports what is actually in use.
+   */
   wasmThreads?: number;
 }
 
@@ -45,7 +49,7 @@ async function tryBackend(choice: BackendChoice, options: SelectBackendOptions):
   if (!(await tf.setBackend(choice))) return undefined;
   await tf.ready();
   registerFastGradients(choice);
-  return { name: choice, tfBackend: choice, threads: 1 };
+  return { name: choice, tfBackend: choice, threads: choice === 'wasm' ? getThreadsCount() : 1 };
 }
 
 /**
