@@ -214,9 +214,35 @@ export async function train(setup: TrainSetup): Promise<TrainResult> {
     return acc;
   };
 
+  let checkpointedStep = startStep;
+  const writeCheckpoint = async (done: number) => {
+    if (!setup.checkpointDir || done === checkpointedStep) return;
+    await saveCheckpoint(setup.checkpointDir, {
+      state: {
+        fingerprint,
+        step: done,
+        totalSteps: plan.total,
+        bestValTop1,
+        bestStep,
+        hasBest: best !== null,
+        curves,
+        seconds: priorSeconds + (Date.now() - started) / 1000,
+      },
+      weights: stateVariables(net),
+      velocity: optimizer.state(trainables),
+      best,
+    });
+    checkpointedStep = done;
+    await hooks.onCheckpoint?.({ dir: setup.checkpointDir, method: setup.method, step: done });
+  };
+
   try {
     for (let step = startStep; step < plan.total; step++) {
-      throwIfAborted(hooks.signal);
+      if (hooks.signal?.aborted) {
+        // Stopping (shutdown or cancel): keep the steps done since the last epoch boundary.
+        await writeCheckpoint(step);
+        throwIfAborted(hooks.signal);
+      }
       const t0 = performance.now();
       const multiplier = lrMultiplier(hp, step, plan.total);
       const indices = batchIndices(setup.seed, setup.train.count, plan.batch, step);
@@ -272,25 +298,7 @@ export async function train(setup: TrainSetup): Promise<TrainResult> {
         },
         done / plan.total,
       );
-      if (setup.checkpointDir && epochEnded) {
-        const vars = stateVariables(net);
-        await saveCheckpoint(setup.checkpointDir, {
-          state: {
-            fingerprint,
-            step: done,
-            totalSteps: plan.total,
-            bestValTop1,
-            bestStep,
-            hasBest: best !== null,
-            curves,
-            seconds: priorSeconds + (Date.now() - started) / 1000,
-          },
-          weights: vars,
-          velocity: optimizer.state(trainables),
-          best,
-        });
-        await hooks.onCheckpoint?.({ dir: setup.checkpointDir, method: setup.method, step: done });
-      }
+      if (epochEnded) await writeCheckpoint(done);
       // Yield so abort signals, timers and progress writes get through between steps.
       await new Promise((r) => setImmediate(r));
     }

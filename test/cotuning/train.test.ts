@@ -97,13 +97,13 @@ test('tensor count stays flat over 50 training steps', async () => {
   assert.equal(counts[49], counts[1], `numTensors ${counts[1]} → ${counts[49]}`);
 });
 
-test('a run stopped after a checkpoint resumes to the same weights as an uninterrupted run', async () => {
+test('a run stopped mid-epoch checkpoints and resumes to the same weights as an uninterrupted run', async () => {
   const read = (net: Awaited<ReturnType<typeof buildNet>>) => stateVariables(net).map((v) => Array.from(v.dataSync()));
   const straight = await buildNet(MOBILENET_DIR, { numClasses: 3, imageSize: 64, seed: 4 });
   const ckptDir = join(tmp, 'ckpt');
   let expected: number[][];
   try {
-    await train(setup(straight, 'co-tuning'));
+    await train(setup(straight, 'co-tuning', { batchSize: 6 }));
     expected = read(straight);
   } finally {
     disposeNet(straight);
@@ -113,9 +113,10 @@ test('a run stopped after a checkpoint resumes to the same weights as an uninter
   try {
     await assert.rejects(
       train({
-        ...setup(first, 'co-tuning'),
+        // Two steps per epoch: stopping after step 3 is mid-epoch, so the stop itself must checkpoint.
+        ...setup(first, 'co-tuning', { batchSize: 6 }),
         checkpointDir: ckptDir,
-        hooks: { signal: controller.signal, onCheckpoint: ({ step }) => void (step === 3 && controller.abort()) },
+        hooks: { signal: controller.signal, onProgress: (p) => void (p.step === 3 && controller.abort('shutdown')) },
       }),
       { name: 'AbortError' },
     );
@@ -125,7 +126,7 @@ test('a run stopped after a checkpoint resumes to the same weights as an uninter
   const second = await buildNet(MOBILENET_DIR, { numClasses: 3, imageSize: 64, seed: 4 });
   try {
     const logs: string[] = [];
-    const result = await train({ ...setup(second, 'co-tuning'), checkpointDir: ckptDir, hooks: { log: (m) => logs.push(m) } });
+    const result = await train({ ...setup(second, 'co-tuning', { batchSize: 6 }), checkpointDir: ckptDir, hooks: { log: (m) => logs.push(m) } });
     assert.equal(result.resumedFromStep, 3);
     assert.match(logs.join('\n'), /resumed from checkpoint at step 3\/6/);
     const actual = read(second);
