@@ -13,7 +13,7 @@ import { buildSourceModel, type PretrainReport, pretrainSourceModel } from './pr
 import { type ClassSpec, SOURCE_CLASSES, TARGET_CLASSES, drawShape, itemSeed } from './shapes.js';
 
 /** Bump when drawing, the model or the layout changes: cached assets are then regenerated. */
-export const DEMO_ASSETS_VERSION = 1;
+export const DEMO_ASSETS_VERSION = 3;
 
 export interface DemoAssetOptions {
   seed?: number;
@@ -21,8 +21,9 @@ export interface DemoAssetOptions {
   imageSize?: number;
   /** Source images drawn per class for pre-training. */
   sourcePerClass?: number;
-  /** Target images per class in train/ and test/. */
+  /** Target images per class in train/, val/ and test/. */
   trainPerClass?: number;
+  valPerClass?: number;
   testPerClass?: number;
   /** Pre-training stops after this many seconds or maxEpochs, whichever comes first. */
   pretrainSeconds?: number;
@@ -35,17 +36,18 @@ export type ResolvedDemoAssetOptions = Required<Omit<DemoAssetOptions, 'log'>>;
 export const DEFAULT_DEMO_ASSET_OPTIONS: ResolvedDemoAssetOptions = {
   seed: 1,
   imageSize: 32,
-  sourcePerClass: 200,
-  trainPerClass: 6,
+  sourcePerClass: 400,
+  trainPerClass: 8,
+  valPerClass: 4,
   testPerClass: 20,
-  pretrainSeconds: 45,
-  maxEpochs: 10,
+  pretrainSeconds: 60,
+  maxEpochs: 4,
 };
 
 export interface DemoAssets {
   /** model.json + weights.bin. */
   modelDir: string;
-  /** train/<class>/*.png and test/<class>/*.png, packed as .tar.gz. */
+  /** train/, val/ and test/<class>/*.png, packed as .tar.gz. */
   datasetArchive: string;
   /** The same dataset unpacked. */
   datasetDir: string;
@@ -98,14 +100,14 @@ function sameOptions(a: ResolvedDemoAssetOptions, b: ResolvedDemoAssetOptions): 
  */
 export async function writeTargetSplit(
   root: string,
-  split: 'train' | 'test',
+  split: 'train' | 'val' | 'test',
   classes: readonly ClassSpec[],
   size: number,
   perClass: number,
   seed: number,
 ): Promise<string[]> {
   const files: string[] = [];
-  const stream = split === 'train' ? 2000 : 3000;
+  const stream = { train: 2000, val: 2500, test: 3000 }[split];
   for (const [c, spec] of classes.entries()) {
     const folder = join(root, split, spec.name);
     await mkdir(folder, { recursive: true });
@@ -164,24 +166,21 @@ export async function ensureDemoAssets(dir: string, options: DemoAssetOptions = 
   await mkdir(dir, { recursive: true });
 
   const started = Date.now();
-  const files = [
-    ...(await writeTargetSplit(
-      p.datasetDir,
-      'train',
-      TARGET_CLASSES,
-      resolved.imageSize,
-      resolved.trainPerClass,
-      resolved.seed,
-    )),
-    ...(await writeTargetSplit(
-      p.datasetDir,
-      'test',
-      TARGET_CLASSES,
-      resolved.imageSize,
-      resolved.testPerClass,
-      resolved.seed,
-    )),
-  ];
+  const files: string[] = [];
+  const perSplit = { train: resolved.trainPerClass, val: resolved.valPerClass, test: resolved.testPerClass };
+  for (const [split, perClass] of Object.entries(perSplit) as ['train' | 'val' | 'test', number][]) {
+    if (perClass === 0) continue;
+    files.push(
+      ...(await writeTargetSplit(
+        p.datasetDir,
+        split,
+        TARGET_CLASSES,
+        resolved.imageSize,
+        perClass,
+        resolved.seed,
+      )),
+    );
+  }
   await tar.create(
     {
       gzip: true,

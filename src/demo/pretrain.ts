@@ -36,18 +36,19 @@ export function drawBatch(
 }
 
 /**
- * conv → batchnorm → relu (×3, stride 2) → global average pool → Dense source head → softmax:
+ * conv → batchnorm → relu (×4) → global average pool → Dense source head → softmax:
  * the layout of the ImageNet backbones the service takes, small enough to train in a minute.
  */
 export function buildSourceModel(size: number, numClasses: number, seed: number): tf.LayersModel {
   const input = tf.input({ shape: [size, size, 3], name: 'input' });
   let h: tf.SymbolicTensor = input;
-  [16, 32, 64].forEach((filters, i) => {
+  // The last conv keeps 4×4 so its receptive field spans a whole shape.
+  [16, 32, 48, 64].forEach((filters, i) => {
     const conv = tf.layers.conv2d({
       name: `conv${i + 1}`,
       filters,
       kernelSize: 3,
-      strides: 2,
+      strides: i < 3 ? 2 : 1,
       padding: 'same',
       useBias: false,
       kernelInitializer: tf.initializers.heNormal({ seed: seed + i }),
@@ -129,7 +130,7 @@ export interface PretrainOptions {
   classes: readonly ClassSpec[];
   perClass: number;
   seed: number;
-  /** Training stops after this many seconds (checked after each epoch) or maxEpochs. */
+  /** Training stops after this many seconds (checked after each batch) or maxEpochs. */
   seconds: number;
   maxEpochs: number;
   log?: (message: string) => void;
@@ -180,18 +181,22 @@ export async function pretrainSourceModel(
     await withConvFilterGradient(backend, () =>
       model.fit(x, y, {
         epochs: options.maxEpochs,
-        batchSize: 16,
+        batchSize: 32,
         shuffle: true,
         verbose: 0,
         callbacks: {
+          onBatchEnd: async () => {
+            if ((Date.now() - started) / 1000 >= options.seconds) model.stopTraining = true;
+          },
           onEpochEnd: async (epoch, logs) => {
+            // A partial last epoch (stopped by the time budget) would report a misleading accuracy.
+            if (model.stopTraining) return;
             epochs = epoch + 1;
             trainAccuracy = Number(logs?.acc ?? 0);
             const elapsed = (Date.now() - started) / 1000;
             options.log?.(
               `pre-training epoch ${epochs}: loss ${Number(logs?.loss ?? NaN).toFixed(3)}, accuracy ${trainAccuracy.toFixed(3)} (${elapsed.toFixed(0)} s)`,
             );
-            if (elapsed >= options.seconds) model.stopTraining = true;
           },
         },
       }),

@@ -79,11 +79,12 @@ function inside(shape: Shape, u: number, v: number): boolean {
  */
 export function drawShape(spec: ClassSpec, size: number, seed: number): Uint8Array {
   const rng = createRng(seed);
-  const radius = size * (0.22 + 0.14 * rng());
+  const radius = size * (0.24 + 0.12 * rng());
   const margin = radius * 0.9;
   const cx = margin + rng() * (size - 2 * margin);
   const cy = margin + rng() * (size - 2 * margin);
-  const angle = spec.shape === 'circle' ? 0 : rng() * Math.PI * 2;
+  // Mild rotation: enough variety to need features, little enough to learn in a minute.
+  const angle = (rng() - 0.5) * 0.7;
   const cos = Math.cos(angle);
   const sin = Math.sin(angle);
   const texture = Math.floor(rng() * 3); // 0 solid, 1 stripes, 2 dots
@@ -109,12 +110,12 @@ export function drawShape(spec: ClassSpec, size: number, seed: number): Uint8Arr
         }
       }
       let shade = 1;
-      if (texture === 1) shade = 0.75 + 0.25 * Math.sin(((x + y) * 2 * Math.PI) / period + phase);
-      else if (texture === 2) shade = x % 4 < 2 !== y % 4 < 2 ? 0.7 : 1;
+      if (texture === 1) shade = 0.88 + 0.12 * Math.sin(((x + y) * 2 * Math.PI) / period + phase);
+      else if (texture === 2) shade = x % 4 < 2 !== y % 4 < 2 ? 0.85 : 1;
       const bg = bgBase + gx * (x - size / 2) + gy * (y - size / 2);
       const o = (y * size + x) * 3;
       for (let c = 0; c < 3; c += 1) {
-        const noise = (rng() - 0.5) * 24;
+        const noise = (rng() - 0.5) * 16;
         const value = cover * fg[c] * shade + (1 - cover) * (bg + bgTint[c]) + noise;
         out[o + c] = Math.max(0, Math.min(255, Math.round(value)));
       }

@@ -14,7 +14,15 @@ import { evaluateOnFreshImages } from '../../src/demo/pretrain.js';
 import { SOURCE_CLASSES, TARGET_CLASSES } from '../../src/demo/shapes.js';
 
 /** Smaller than the demo's defaults so the whole file stays well under a minute. */
-const SMALL = { seed: 7, sourcePerClass: 60, trainPerClass: 3, testPerClass: 4, pretrainSeconds: 25, maxEpochs: 5 };
+const SMALL = {
+  seed: 7,
+  sourcePerClass: 60,
+  trainPerClass: 3,
+  valPerClass: 2,
+  testPerClass: 4,
+  pretrainSeconds: 25,
+  maxEpochs: 5,
+};
 
 async function hashTree(root: string): Promise<string> {
   const files = (await readdir(root, { recursive: true, withFileTypes: true }))
@@ -38,10 +46,11 @@ describe('demo assets', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('the dataset has train/ and test/ folders with every target class, also in the archive', async () => {
+  test('the dataset has train/, val/ and test/ folders with every target class, also in the archive', async () => {
     const expected = TARGET_CLASSES.map((c) => c.name).sort();
     for (const [split, perClass] of [
       ['train', SMALL.trainPerClass],
+      ['val', SMALL.valPerClass],
       ['test', SMALL.testPerClass],
     ] as const) {
       assert.deepEqual((await readdir(join(assets.datasetDir, split))).sort(), expected);
@@ -55,16 +64,24 @@ describe('demo assets', () => {
 
     const entries: string[] = [];
     await tar.list({ file: assets.datasetArchive, onReadEntry: (e) => entries.push(e.path) });
-    assert.equal(entries.length, TARGET_CLASSES.length * (SMALL.trainPerClass + SMALL.testPerClass));
+    assert.equal(
+      entries.length,
+      TARGET_CLASSES.length * (SMALL.trainPerClass + SMALL.valPerClass + SMALL.testPerClass),
+    );
     assert.ok(entries.includes(`train/${expected[0]}/000.png`), entries.slice(0, 3).join(', '));
-    assert.deepEqual(JSON.parse(await readFile(assets.sourceClassNamesPath, 'utf8')), SOURCE_CLASSES.map((c) => c.name));
+    assert.deepEqual(
+      JSON.parse(await readFile(assets.sourceClassNamesPath, 'utf8')),
+      SOURCE_CLASSES.map((c) => c.name),
+    );
   });
 
   test('the same seed draws byte-identical images; another seed does not', async () => {
     const again = join(dir, 'again');
     const other = join(dir, 'other');
-    for (const split of ['train', 'test'] as const) {
-      const perClass = split === 'train' ? SMALL.trainPerClass : SMALL.testPerClass;
+    for (const split of ['train', 'val', 'test'] as const) {
+      const perClass = { train: SMALL.trainPerClass, val: SMALL.valPerClass, test: SMALL.testPerClass }[
+        split
+      ];
       await writeTargetSplit(again, split, TARGET_CLASSES, 32, perClass, SMALL.seed);
       await writeTargetSplit(other, split, TARGET_CLASSES, 32, perClass, SMALL.seed + 1);
     }
@@ -102,7 +119,14 @@ describe('demo assets', () => {
     assert.equal(cached.generated, false);
     assert.ok(Date.now() - started < 2000);
 
-    const tiny = { ...SMALL, sourcePerClass: 2, trainPerClass: 1, testPerClass: 1, maxEpochs: 1 };
+    const tiny = {
+      ...SMALL,
+      sourcePerClass: 2,
+      trainPerClass: 1,
+      valPerClass: 0,
+      testPerClass: 1,
+      maxEpochs: 1,
+    };
     const tinyDir = join(dir, 'tiny');
     assert.equal((await ensureDemoAssets(tinyDir, tiny)).generated, true);
     assert.equal((await ensureDemoAssets(tinyDir, tiny)).generated, false);
