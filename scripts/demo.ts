@@ -9,6 +9,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
 import {
   DEMO_USAGE,
   type DemoArgs,
@@ -20,7 +21,7 @@ import { ensureDemoAssets } from '../src/demo/assets.js';
 import { CotuneClient } from '../src/demo/client.js';
 import { packDataset } from '../src/demo/pack.js';
 import { ProgressView, accuracyTable } from '../src/demo/render.js';
-import { freePort, startRedis } from './lib/redis-server.js';
+import { freePort, pingRedis } from './lib/redis-server.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 /** Sized for the embedded 32 px shapes: a couple of minutes per run on two busy cores. */
@@ -83,6 +84,74 @@ process.on('exit', () => {
     }
   }
 });
+
+/**
+ * A private redis-server like test/helpers' startRedis (same settings), but in its own process
+ * group: Ctrl-C in the terminal must not kill Redis before the job is cancelled and the worker
+ * and API have closed.
+ */
+async function startPrivateRedis(
+  logDir: string,
+): Promise<{ url: string; port: number; stop: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'cotune-demo-redis-'));
+  const port = await freePort();
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+  ];
+  args.push('--maxmemory-policy', 'noeviction', '--logfile', join(logDir, 'redis.log'));
+  const child = spawn('redis-server', args, { detached: true, stdio: 'ignore' });
+  let failure: string | undefined;
+  child.once(
+    'error',
+    (err) => (failure = `cannot start redis-server (${err.message}); install it or set REDIS_URL`),
+  );
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  const service: Service = { name: 'redis', child, log: join(logDir, 'redis.log'), exited };
+  services.push(service);
+  const stop = async () => {
+    await stopService(service);
+    await rm(dir, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 10_000;
+  while (!(await pingRedis(port))) {
+    if (child.exitCode !== null)
+      failure ??= `redis-server exited with code ${child.exitCode}; see ${service.log}`;
+    if (!failure && Date.now() > deadline)
+      failure = `redis-server did not answer on port ${port} within 10 s`;
+    if (failure) {
+      await stop();
+      throw new DemoError(failure);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url: `redis://127.0.0.1:${port}`, port, stop };
+}
+
+/** On a shared Redis, remove this run's keys (everything lives under its own prefix). */
+async function removeKeys(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    const pattern = `${prefix.replace(/[[\]*?\\]/g, (c) => `\\${c}`)}*`; // glob-escaped
+    for (let cursor = '0'; ;) {
+      const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+      if (found.length > 0) await redis.unlink(...found);
+      cursor = next;
+      if (cursor === '0') break;
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
 
 async function waitForApi(client: CotuneClient, api: Service): Promise<void> {
   const deadline = Date.now() + 90_000;
@@ -154,10 +223,14 @@ async function run(args: DemoArgs, signal: AbortSignal): Promise<number> {
   if (signal.aborted) return 130;
   await mkdir(logDir, { recursive: true });
 
+  const queuePrefix = `{cotune-demo-${process.pid}}`;
   let redisUrl = process.env.REDIS_URL;
-  if (redisUrl) say(`redis: ${redisUrl} (REDIS_URL)`);
-  else {
-    const redis = await startRedis();
+  if (redisUrl) {
+    say(`redis: ${redisUrl} (REDIS_URL; this run's keys are removed at the end)`);
+    const shared = redisUrl;
+    cleanups.push(() => removeKeys(shared, queuePrefix));
+  } else {
+    const redis = await startPrivateRedis(logDir);
     cleanups.push(() => redis.stop());
     redisUrl = redis.url;
     say(`redis: private redis-server on port ${redis.port}`);
@@ -170,7 +243,7 @@ async function run(args: DemoArgs, signal: AbortSignal): Promise<number> {
     PORT: String(port),
     COTUNE_DATA_DIR: join(work, 'service-data'),
     // Our own keys, so a shared REDIS_URL never mixes this run with anything else.
-    COTUNE_QUEUE_PREFIX: `{cotune-demo-${process.pid}}`,
+    COTUNE_QUEUE_PREFIX: queuePrefix,
     COTUNE_API_KEYS: '',
     COTUNE_SHUTDOWN_TIMEOUT_MS: String(STOP_GRACE_MS - 2000),
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
