@@ -69,62 +69,6 @@ export function buildSourceModel(size: number, numClasses: number, seed: number)
   return tf.model({ inputs: input, outputs: output, name: 'demo_shapes_source' });
 }
 
-interface FilterGradAttrs {
-  strides: number | [number, number];
-  pad: 'same' | 'valid' | number;
-  dataFormat: 'NHWC' | 'NCHW';
-  dimRoundingMode?: 'floor' | 'round' | 'ceil';
-  filterShape: [number, number, number, number];
-}
-
-/**
- * Run `fn` with a Conv2DBackpropFilter kernel on `backend` when the backend has none (stock WASM),
- * then remove it again so the project's own gradient kernels stay the only permanent ones.
- * The filter gradient is one forward conv: batch and channel axes swapped, dy as the filter,
- * dilated by the stride.
- */
-export async function withConvFilterGradient<T>(backend: string, fn: () => Promise<T>): Promise<T> {
-  if (tf.getKernel('Conv2DBackpropFilter', backend)) return fn();
-  tf.registerKernel({
-    kernelName: 'Conv2DBackpropFilter',
-    backendName: backend,
-    kernelFunc: ({ inputs, attrs }) => {
-      const { x, dy } = inputs as { x: tf.Tensor4D; dy: tf.Tensor4D };
-      const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as FilterGradAttrs;
-      if (dataFormat !== 'NHWC')
-        throw new Error(`demo pre-training: dataFormat ${dataFormat} is not supported`);
-      const info = tf.backend_util.computeConv2DInfo(x.shape, filterShape, strides, 1, pad, dimRoundingMode);
-      const { top, bottom, left, right } = info.padInfo;
-      // A Tensor is a valid kernel output: the engine keeps it as is.
-      return tf.tidy(() => {
-        const xt = tf.transpose(
-          tf.pad(x, [
-            [0, 0],
-            [top, bottom],
-            [left, right],
-            [0, 0],
-          ]),
-          [3, 1, 2, 0],
-        );
-        const dyt = tf.transpose(dy, [1, 2, 0, 3]);
-        const g = tf.conv2d(xt as tf.Tensor4D, dyt as tf.Tensor4D, 1, 'valid', 'NHWC', [
-          info.strideHeight,
-          info.strideWidth,
-        ]);
-        return tf.transpose(
-          tf.slice(g, [0, 0, 0, 0], [-1, filterShape[0], filterShape[1], -1]),
-          [1, 2, 0, 3],
-        );
-      }) as unknown as tf.TensorInfo;
-    },
-  });
-  try {
-    return await fn();
-  } finally {
-    tf.unregisterKernel('Conv2DBackpropFilter', backend);
-  }
-}
-
 export interface PretrainOptions {
   size: number;
   classes: readonly ClassSpec[];
@@ -178,29 +122,28 @@ export async function pretrainSourceModel(
       loss: 'sparseCategoricalCrossentropy',
       metrics: ['accuracy'],
     });
-    await withConvFilterGradient(backend, () =>
-      model.fit(x, y, {
-        epochs: options.maxEpochs,
-        batchSize: 32,
-        shuffle: true,
-        verbose: 0,
-        callbacks: {
-          onBatchEnd: async () => {
-            if ((Date.now() - started) / 1000 >= options.seconds) model.stopTraining = true;
-          },
-          onEpochEnd: async (epoch, logs) => {
-            // A partial last epoch (stopped by the time budget) would report a misleading accuracy.
-            if (model.stopTraining) return;
-            epochs = epoch + 1;
-            trainAccuracy = Number(logs?.acc ?? 0);
-            const elapsed = (Date.now() - started) / 1000;
-            options.log?.(
-              `pre-training epoch ${epochs}: loss ${Number(logs?.loss ?? NaN).toFixed(3)}, accuracy ${trainAccuracy.toFixed(3)} (${elapsed.toFixed(0)} s)`,
-            );
-          },
+    // Convolution gradients on WASM come from the project's registerFastGradients (selectBackend).
+    await model.fit(x, y, {
+      epochs: options.maxEpochs,
+      batchSize: 32,
+      shuffle: true,
+      verbose: 0,
+      callbacks: {
+        onBatchEnd: async () => {
+          if ((Date.now() - started) / 1000 >= options.seconds) model.stopTraining = true;
         },
-      }),
-    );
+        onEpochEnd: async (epoch, logs) => {
+          // A partial last epoch (stopped by the time budget) would report a misleading accuracy.
+          if (model.stopTraining) return;
+          epochs = epoch + 1;
+          trainAccuracy = Number(logs?.acc ?? 0);
+          const elapsed = (Date.now() - started) / 1000;
+          options.log?.(
+            `pre-training epoch ${epochs}: loss ${Number(logs?.loss ?? NaN).toFixed(3)}, accuracy ${trainAccuracy.toFixed(3)} (${elapsed.toFixed(0)} s)`,
+          );
+        },
+      },
+    });
   } finally {
     tf.dispose([x, y]);
   }
