@@ -84,6 +84,8 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Local
       ...(options.args ?? []),
     ];
     const proc = spawn('redis-server', args, { stdio: 'ignore' });
+    // Owners stop it explicitly; an unref'd child never keeps a finished test process alive.
+    proc.unref();
     child = proc;
     let failed: Error | undefined;
     proc.on('error', (err) => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { buildTestApp } from '../helpers/app.js';
 import { archivePart, flowerSlice, mobilenetParts, multipart, tarGz, tempDir } from '../helpers/fixtures.js';
 import { spawnWorker, workerEnv, type WorkerProcess } from '../helpers/worker.js';
@@ -17,10 +17,7 @@ const archive = await readFile(await tarGz(await flowerSlice(work, 4, 2), join(w
 const ds = (await app.inject({ method: 'POST', url: '/v1/datasets', ...archivePart(archive, 'flowers.tar.gz') })).json();
 const model = (await app.inject({ method: 'POST', url: '/v1/models', ...multipart(await mobilenetParts()) })).json();
 const tiny = { imageSize: 64, batchSize: 4, evalEvery: 1 };
-// Something (not yet identified) keeps this file's event loop alive after cleanup; never hang the suite.
-after(() => {
-  setTimeout(() => process.exit(), 3000).unref();
-});
+
 
 interface JobEvent {
   id: number;
