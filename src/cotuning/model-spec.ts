@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
+import { InvalidInputError } from './errors.js';
 import type { ModelInspection } from './types.js';
 
 /** model.json as written by the TF.js converter and by saveLayersModel. */
@@ -19,16 +20,16 @@ export async function readModelJson(dir: string): Promise<ModelJson> {
   try {
     text = await readFile(path, 'utf8');
   } catch {
-    throw new Error(`model: cannot read ${path}`);
+    throw new InvalidInputError('model', `model: cannot read ${path}`);
   }
   let json: ModelJson;
   try {
     json = JSON.parse(text) as ModelJson;
   } catch (err) {
-    throw new Error(`model: ${path} is not valid JSON (${(err as Error).message})`, { cause: err });
+    throw new InvalidInputError('model', `model: ${path} is not valid JSON (${(err as Error).message})`);
   }
   if (!json.modelTopology || !Array.isArray(json.weightsManifest)) {
-    throw new Error(`model: ${path} is not a TF.js LayersModel (needs modelTopology and weightsManifest)`);
+    throw new InvalidInputError('model', `model: ${path} is not a TF.js LayersModel (needs modelTopology and weightsManifest)`);
   }
   return json;
 }
@@ -67,7 +68,7 @@ function topologyLayers(json: ModelJson): { layers: LayerJson[]; sequential: boo
     const layers = Array.isArray(config) ? config : (config?.layers ?? []);
     return { layers, sequential: true, outputs: layers.length ? [layerName(layers[layers.length - 1])] : [] };
   }
-  if (!config || Array.isArray(config) || !config.layers) throw new Error('model: model.json has no layer list');
+  if (!config || Array.isArray(config) || !config.layers) throw new InvalidInputError('model', 'model: model.json has no layer list');
   return { layers: config.layers, sequential: false, outputs: (config.output_layers ?? []).map((o) => String(o[0])) };
 }
 
@@ -86,6 +87,9 @@ export interface HeadSplit {
  * or the layer named `headLayer`. Throws "no usable source head" when the model has none.
  */
 export function findHead(json: ModelJson, headLayer?: string): HeadSplit {
+  // Errors name the input to fix: the head-layer option when one was given, else the model.
+  const field = headLayer ? 'hyperparameters.headLayer' : 'model';
+  const fail = (message: string) => new InvalidInputError(field, message);
   const { layers, sequential, outputs } = topologyLayers(json);
   const byName = new Map(layers.map((l) => [layerName(l), l]));
   const previous = (layer: LayerJson): LayerJson | undefined => {
@@ -102,9 +106,9 @@ export function findHead(json: ModelJson, headLayer?: string): HeadSplit {
   let head: LayerJson | undefined;
   if (headLayer) {
     head = byName.get(headLayer);
-    if (!head) throw new Error(`model: head layer "${headLayer}" not found in model.json`);
+    if (!head) throw fail(`model: head layer "${headLayer}" not found in model.json`);
   } else {
-    if (outputs.length !== 1) throw new Error('model: no usable source head (the model must have exactly one output)');
+    if (outputs.length !== 1) throw fail('model: no usable source head (the model must have exactly one output)');
     let cursor = byName.get(outputs[0]);
     let sawSoftmax = false;
     while (cursor) {
@@ -120,7 +124,7 @@ export function findHead(json: ModelJson, headLayer?: string): HeadSplit {
       cursor = previous(cursor);
     }
     if (!head) {
-      throw new Error(
+      throw fail(
         'model: no usable source head: expected a Dense or 1x1 Conv2D classifier followed by a softmax at the end of the model',
       );
     }
@@ -130,15 +134,15 @@ export function findHead(json: ModelJson, headLayer?: string): HeadSplit {
   let headKind: HeadSplit['headKind'];
   if (head.class_name === 'Dense' && shape?.length === 2) headKind = 'dense';
   else if (head.class_name === 'Conv2D' && shape?.length === 4 && shape[0] === 1 && shape[1] === 1) headKind = 'conv1x1';
-  else throw new Error(`model: no usable source head: layer "${name}" is not a Dense or 1x1 Conv2D with weights`);
-  if (head.config.use_bias === false) throw new Error(`model: no usable source head: layer "${name}" has no bias`);
+  else throw fail(`model: no usable source head: layer "${name}" is not a Dense or 1x1 Conv2D with weights`);
+  if (head.config.use_bias === false) throw fail(`model: no usable source head: layer "${name}" has no bias`);
   const featureDim = shape[shape.length - 2];
   const numSourceClasses = shape[shape.length - 1];
-  if (numSourceClasses < 2) throw new Error(`model: no usable source head: layer "${name}" has ${numSourceClasses} output`);
+  if (numSourceClasses < 2) throw fail(`model: no usable source head: layer "${name}" has ${numSourceClasses} output`);
 
   let feature = previous(head);
   while (feature && PASS_THROUGH.has(feature.class_name)) feature = previous(feature);
-  if (!feature) throw new Error(`model: no usable source head: cannot find the feature layer feeding "${name}"`);
+  if (!feature) throw fail(`model: no usable source head: cannot find the feature layer feeding "${name}"`);
   return { headLayer: name, headKind, featureLayer: layerName(feature), featureDim, numSourceClasses };
 }
 
@@ -147,7 +151,7 @@ export function modelInputShape(json: ModelJson): number[] {
   const { layers } = topologyLayers(json);
   const input = layers.find((l) => l.class_name === 'InputLayer') ?? layers[0];
   const shape = (input?.config.batch_input_shape ?? input?.config.batch_shape) as (number | null)[] | undefined;
-  if (!shape || shape.length !== 4) throw new Error('model: expected an image model with input [batch, height, width, channels]');
+  if (!shape || shape.length !== 4) throw new InvalidInputError('model', 'model: expected an image model with input [batch, height, width, channels]');
   return shape.slice(1).map((d) => d ?? -1);
 }
 
@@ -171,4 +175,11 @@ export function inspectModelJson(json: ModelJson, headLayer?: string): ModelInsp
     numSourceClasses: split.numSourceClasses,
     normalization: modelNormalization(json),
   };
+}
+
+/** The requested square input size, or the model's own; a model without a fixed size needs one requested. */
+export function resolveImageSize(inspection: ModelInspection, requested?: number): number {
+  const size = requested ?? inspection.inputShape[0];
+  if (!(size > 0)) throw new InvalidInputError('hyperparameters.imageSize', 'hyperparameters.imageSize: the model has no fixed input size; set one');
+  return size;
 }

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { InvalidInputError } from './errors.js';
 import { loadLayersModel, readModelJson } from './model-io.js';
-import { findHead, inspectModelJson } from './model-spec.js';
+import { findHead, inspectModelJson, resolveImageSize } from './model-spec.js';
 import { deriveSeed } from './rng.js';
 import type { ModelInspection } from './types.js';
 
@@ -34,14 +34,8 @@ export interface BuildNetOptions {
 /** Load the pre-trained model from `modelDir` and split it into backbone, source head and a fresh target head. */
 export async function buildNet(modelDir: string, options: BuildNetOptions): Promise<CoTuningNet> {
   const json = await readModelJson(modelDir);
-  let inspection: ModelInspection;
-  try {
-    inspection = inspectModelJson(json, options.headLayer);
-  } catch (err) {
-    throw new InvalidInputError(options.headLayer ? 'hyperparameters.headLayer' : 'model', (err as Error).message);
-  }
-  const imageSize = options.imageSize ?? inspection.inputShape[0];
-  if (!(imageSize > 0)) throw new InvalidInputError('hyperparameters.imageSize', 'the model has no fixed input size: set imageSize');
+  const inspection = inspectModelJson(json, options.headLayer);
+  const imageSize = resolveImageSize(inspection, options.imageSize);
   const full = await loadLayersModel(modelDir, imageSize);
   const split = findHead(json, options.headLayer);
   const featureLayer = full.layers.find((l) => l.name === split.featureLayer);

@@ -7,7 +7,7 @@ import { classificationMetrics, predictLogits } from './evaluate.js';
 import { resolveHyperparameters } from './hyperparameters.js';
 import { decodeImages, type ImageSet } from './images.js';
 import { readModelJson, saveLayersModel } from './model-io.js';
-import { inspectModelJson } from './model-spec.js';
+import { inspectModelJson, resolveImageSize } from './model-spec.js';
 import { buildNet, disposeNet, exportTargetModel, type CoTuningNet } from './network.js';
 import { renderCurvesPng, renderRelationshipPng } from './plots.js';
 import { directRelationship, fitReverseRelationship, relationshipStats, softmaxRows } from './relationship.js';
@@ -69,16 +69,8 @@ async function prepare(options: RunOptions, hooks: RunHooks): Promise<RunContext
   const backend = await selectBackend({ preferred: options.backend });
   hooks.log?.(`backend: ${backend.name} (threads ${backend.threads})`);
   progress(hooks, 'loading', 0, { message: 'reading dataset and model' });
-  const json = await readModelJson(options.modelDir).catch((err: Error) => {
-    throw new InvalidInputError('model', err.message);
-  });
-  let inspection: ModelInspection;
-  try {
-    inspection = inspectModelJson(json, hp.headLayer);
-  } catch (err) {
-    throw new InvalidInputError(hp.headLayer ? 'hyperparameters.headLayer' : 'model', (err as Error).message);
-  }
-  const imageSize = hp.imageSize ?? inspection.inputShape[0];
+  const inspection = inspectModelJson(await readModelJson(options.modelDir), hp.headLayer);
+  const imageSize = resolveImageSize(inspection, hp.imageSize);
   const index = await indexDataset(options.dataPath, options.seed);
   for (const r of index.rejected) hooks.log?.(`data: skipped ${r.path}: ${r.reason}`);
   const plan = planSplits(index, { seed: options.seed, samplingRate: hp.samplingRate, valFraction: hp.valFraction });

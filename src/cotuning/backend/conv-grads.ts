@@ -241,14 +241,24 @@ const bodies: Record<string, Body> = {
     depthwiseBackpropFilter(s, x, dy, a.filterShape as number[], a as unknown as ConvAttrs),
 };
 
-/** Kernel configs for the four convolution gradient kernels on `backendName`. */
+/**
+ * Kernel configs for the four convolution gradient kernels on `backendName`. NCHW (which
+ * tf.layers never emits: it transposes to NHWC) goes to the backend's own kernel where it has one.
+ */
 export function convGradKernels(backendName: string): tf.KernelConfig[] {
-  return Object.entries(bodies).map(([kernelName, body]) => ({
-    kernelName,
-    backendName,
-    kernelFunc: ({ inputs, attrs, backend }) =>
-      withScope(backend as tf.KernelBackend, backendName, (s) => body(s, inputs as Record<string, TensorInfo>, attrs ?? {})),
-  }));
+  return Object.entries(bodies).map(([kernelName, body]) => {
+    const stock = tf.getKernel(kernelName, backendName);
+    return {
+      kernelName,
+      backendName,
+      kernelFunc: (args) => {
+        if (args.attrs?.dataFormat === 'NCHW' && stock) return stock.kernelFunc(args);
+        return withScope(args.backend as tf.KernelBackend, backendName, (s) =>
+          body(s, args.inputs as Record<string, TensorInfo>, args.attrs ?? {}),
+        );
+      },
+    };
+  });
 }
 
 const dilated = (d: Pair | null | undefined): boolean => pair(d).some((v) => v !== 1);
