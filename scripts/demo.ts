@@ -4,7 +4,7 @@
  * `npm run demo -- --help` lists the options.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, openSync, closeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -18,7 +18,7 @@ import {
   parseDemoArgs,
 } from '../src/demo/args.js';
 import { ensureDemoAssets } from '../src/demo/assets.js';
-import { CotuneClient } from '../src/demo/client.js';
+import { ApiError, CotuneClient } from '../src/demo/client.js';
 import { packDataset } from '../src/demo/pack.js';
 import { ProgressView, accuracyTable } from '../src/demo/render.js';
 import { freePort, pingRedis } from './lib/redis-server.js';
@@ -38,6 +38,8 @@ interface Service {
 }
 
 const cleanups: (() => Promise<void>)[] = [];
+/** Temp folder for packed data and the service's blobs; also removed on a forced exit. */
+let workDir: string | undefined;
 const services: Service[] = [];
 const started = Date.now();
 const stamp = () => `${((Date.now() - started) / 1000).toFixed(1)}s`.padStart(6);
@@ -83,6 +85,7 @@ process.on('exit', () => {
       }
     }
   }
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
 /**
@@ -153,9 +156,10 @@ async function removeKeys(url: string, prefix: string): Promise<void> {
   }
 }
 
-async function waitForApi(client: CotuneClient, api: Service): Promise<void> {
+async function waitForApi(client: CotuneClient, api: Service, signal: AbortSignal): Promise<void> {
   const deadline = Date.now() + 90_000;
   while (Date.now() < deadline) {
+    signal.throwIfAborted();
     if (api.child.exitCode !== null)
       throw new DemoError(`the API exited with code ${api.child.exitCode}; see ${api.log}`);
     try {
@@ -168,9 +172,10 @@ async function waitForApi(client: CotuneClient, api: Service): Promise<void> {
   throw new DemoError(`the API did not answer /v1/health within 90 s; see ${api.log}`);
 }
 
-async function waitForWorker(client: CotuneClient, worker: Service): Promise<string> {
+async function waitForWorker(client: CotuneClient, worker: Service, signal: AbortSignal): Promise<string> {
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
+    signal.throwIfAborted();
     if (worker.child.exitCode !== null)
       throw new DemoError(`the worker exited with code ${worker.child.exitCode}; see ${worker.log}`);
     const health = await client.health().catch(() => undefined);
@@ -184,6 +189,7 @@ async function run(args: DemoArgs, signal: AbortSignal): Promise<number> {
   const outDir = resolve(args.out);
   const logDir = join(outDir, 'logs');
   const work = await mkdtemp(join(tmpdir(), 'cotune-demo-'));
+  workDir = work;
   cleanups.push(() => rm(work, { recursive: true, force: true }));
 
   // Inputs first: a bad --data or --model fails before anything is started.
@@ -251,11 +257,11 @@ async function run(args: DemoArgs, signal: AbortSignal): Promise<number> {
   const client = new CotuneClient(`http://127.0.0.1:${port}`);
   const api = startService('api', 'src/api/server.ts', env, logDir);
   cleanups.push(() => stopService(api));
-  await waitForApi(client, api);
+  await waitForApi(client, api, signal);
   say(`api: ${client.baseUrl} (log: ${api.log})`);
   const worker = startService('worker', 'workers/training.worker.ts', env, logDir);
   cleanups.push(() => stopService(worker));
-  const workerReady = waitForWorker(client, worker);
+  const workerReady = waitForWorker(client, worker, signal);
   workerReady.catch(() => undefined);
 
   const dataset = await client.uploadDataset(
@@ -328,6 +334,14 @@ async function run(args: DemoArgs, signal: AbortSignal): Promise<number> {
   return 0;
 }
 
+/** One line for expected failures (HTTP problems, unreachable services); a stack for bugs. */
+function describeError(err: unknown): string {
+  if (err instanceof DemoError || err instanceof ApiError) return err.message;
+  const e = err as Error & { cause?: { message?: string } };
+  if (e instanceof TypeError && e.cause?.message) return `${e.message}: ${e.cause.message}`;
+  return e.stack ?? String(err);
+}
+
 async function main(): Promise<number> {
   let args: DemoArgs;
   try {
@@ -350,6 +364,8 @@ async function main(): Promise<number> {
       process.exit(130);
     }
     process.stderr.write(`\ndemo: ${sig}: shutting down (again to force)\n`);
+    // Nothing started yet (e.g. generating the assets, whose cache stamp is written last): just go.
+    if (services.length === 0) process.exit(130);
     interrupt.abort();
   };
   process.on('SIGINT', onSignal);
@@ -365,9 +381,7 @@ async function main(): Promise<number> {
     } else if (interrupt.signal.aborted) {
       code = 130;
     } else {
-      process.stderr.write(
-        `demo: ${err instanceof DemoError ? err.message : ((err as Error).stack ?? String(err))}\n`,
-      );
+      process.stderr.write(`demo: ${describeError(err)}\n`);
       code = 1;
     }
   }
