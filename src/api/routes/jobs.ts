@@ -49,9 +49,10 @@ export function jobRoutes(ctx: ApiContext, hub: EventHub): FastifyPluginAsyncTyp
           headers: IdempotencyHeaders,
           body: ref(CreateJob),
           response: {
+            // Response headers are plain JSON schemas: @fastify/swagger wraps each in `{ schema }`.
             202: Type.Unsafe({
               description: 'Accepted; poll the Location or stream its events.',
-              headers: { Location: { schema: { type: 'string' }, description: 'URL of the job.' }, 'Idempotent-Replayed': { schema: { type: 'string' }, description: '`true` when this is a replay of an earlier submit.' } },
+              headers: { Location: { type: 'string', description: 'URL of the job.' }, 'Idempotent-Replayed': { type: 'string', description: '`true` when this is a replay of an earlier submit.' } },
               content: { 'application/json': { schema: ref(Job) } },
             }),
             ...problems(400, 422),
@@ -268,9 +269,9 @@ export function jobRoutes(ctx: ApiContext, hub: EventHub): FastifyPluginAsyncTyp
           params: Type.Object({ id: Type.String({ maxLength: 64 }), name: Type.String({ maxLength: 512, description: 'Artifact name, percent-encoded (e.g. `co-tuning%2Fmodel%2Fmodel.json`).' }) }),
           headers: Type.Object({ range: Type.Optional(Type.String({ description: 'A single byte range, e.g. `bytes=0-1023`.' })), 'if-none-match': Type.Optional(Type.String()) }),
           response: {
-            200: Type.Unsafe({ description: 'The whole file.', headers: { ETag: { schema: { type: 'string' } }, 'Accept-Ranges': { schema: { type: 'string' } } }, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }),
-            206: Type.Unsafe({ description: 'The requested range.', headers: { 'Content-Range': { schema: { type: 'string' } }, ETag: { schema: { type: 'string' } } }, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }),
-            304: Type.Unsafe({ description: 'Not modified (ETag matches).' }),
+            200: Type.Unsafe({ description: 'The whole file.', headers: { ETag: { type: 'string', description: 'The sha256 in quotes.' }, 'Accept-Ranges': { type: 'string' } }, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }),
+            206: Type.Unsafe({ description: 'The requested range.', headers: { 'Content-Range': { type: 'string' }, ETag: { type: 'string', description: 'The sha256 in quotes.' } }, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }),
+            304: Type.Null({ description: 'Not modified (ETag matches).' }),
             ...problems(404, 416),
           },
         },
