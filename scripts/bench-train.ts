@@ -67,29 +67,48 @@ function machineJiffies(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+interface Timing {
+  /** Median wall seconds per call. */
+  sec: number;
+  /** Mean CPU seconds of this process per call (robust to other processes on the shared cores). */
+  cpu: number;
+  /** Cores used by other processes while this workload ran. */
+  others: number;
+}
+
 /**
- * Median wall seconds per call of `fn`, mean CPU seconds of this process per call (robust to
- * other processes on the shared cores), and the cores used by other processes meanwhile.
+ * Times several workloads round-robin (one call of each per round) so that changing load from
+ * other processes hits them alike; one warm-up call each first (XNNPACK operator creation,
+ * weight packing, heap growth, optimiser state). Also returns the tensor-count change over the
+ * timed rounds, which must be 0.
  */
-function timeIt(fn: () => void, reps: number): { sec: number; cpu: number; others: number } {
-  fn(); // warm-up: XNNPACK operator creation, weight packing, heap growth
-  const times: number[] = [];
-  const j0 = machineJiffies();
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  for (let i = 0; i < reps; i++) {
-    const t = performance.now();
-    fn();
-    times.push((performance.now() - t) / 1000);
+function timeAll(fns: (() => void)[], rounds: number): { timings: Timing[]; tensorDelta: number } {
+  for (const fn of fns) fn();
+  const tensors = tf.memory().numTensors;
+  const walls = fns.map((): number[] => []);
+  const cpus = fns.map(() => 0);
+  const busy = fns.map(() => 0);
+  const hz = 100; // USER_HZ of /proc/stat
+  for (let r = 0; r < rounds; r++) {
+    fns.forEach((fn, i) => {
+      const j0 = machineJiffies();
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      fn();
+      const wall = (performance.now() - t0) / 1000;
+      const c1 = process.cpuUsage(c0);
+      const own = (c1.user + c1.system) / 1e6;
+      walls[i].push(wall);
+      cpus[i] += own;
+      busy[i] += Math.max(0, (machineJiffies().busy - j0.busy) / hz - own);
+    });
   }
-  const wall = (performance.now() - t0) / 1000;
-  const c1 = process.cpuUsage(c0);
-  const j1 = machineJiffies();
-  const hz = 100;
-  const busyAll = (j1.busy - j0.busy) / hz;
-  const own = (c1.user + c1.system) / 1e6;
-  times.sort((a, b) => a - b);
-  return { sec: times[Math.floor(times.length / 2)], cpu: own / reps, others: Math.max(0, (busyAll - own) / wall) };
+  const timings = fns.map((_, i) => {
+    const sorted = [...walls[i]].sort((a, b) => a - b);
+    const total = walls[i].reduce((a, b) => a + b, 0);
+    return { sec: sorted[Math.floor(sorted.length / 2)], cpu: cpus[i] / rounds, others: busy[i] / total };
+  });
+  return { timings, tensorDelta: tf.memory().numTensors - tensors };
 }
 
 /** Multiply-accumulates per image of the backbone (+ dense heads), from the built layers. */
@@ -178,13 +197,17 @@ async function main(): Promise<void> {
       fineStep(x, yT, ySoft); // warm-up, so the profile shows steady-state kernels
       await kernelProfile(() => fineStep(x, yT, ySoft));
     }
-    const tensorsBefore = tf.memory().numTensors;
-    const inf = timeIt(infer, steps + 2);
-    const rel = timeIt(relationship, steps + 2);
-    const ft = timeIt(() => (fineStep(x, yT, ySoft), sync()), steps);
-    const ct = timeIt(() => (coStep(x, yT, ySoft), sync()), steps);
-    const pt = timeIt(() => (partialStep(x, yT, ySoft), sync()), steps);
-    const leak = tf.memory().numTensors - tensorsBefore;
+    const { timings, tensorDelta: leak } = timeAll(
+      [
+        infer,
+        relationship,
+        () => (fineStep(x, yT, ySoft), sync()),
+        () => (coStep(x, yT, ySoft), sync()),
+        () => (partialStep(x, yT, ySoft), sync()),
+      ],
+      steps,
+    );
+    const [inf, rel, ft, ct, pt] = timings;
     const macs = countMacs(full, TARGET_CLASSES);
     const row: Row = {
       backend,
@@ -215,6 +238,7 @@ async function main(): Promise<void> {
         (ft.sec / inf.sec).toFixed(2),
         (ct.sec / ft.sec).toFixed(3),
         (rel.sec / inf.sec).toFixed(3),
+        [inf, rel, ft, ct, pt].map((t) => (t.cpu * 1000).toFixed(0)).join('/'),
         `${(ft.cpu / inf.cpu).toFixed(2)}/${(ct.cpu / ft.cpu).toFixed(3)}/${(rel.cpu / inf.cpu).toFixed(3)}`,
         others.toFixed(2),
         row.peakRssMb.toFixed(0),
@@ -227,7 +251,7 @@ async function main(): Promise<void> {
   }
   console.log(`backend=${backend} threads=${threads} batch=${batch} fastGradients=${!args.stock} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`);
   console.log(
-    `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\tft/infer (≤4)\tct/ft (≤1.03)\trel/infer (≤1.1)\tsame ratios by CPU time\tothers\trss MB\tΔtensors`,
+    `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\tft/infer (≤4)\tct/ft (≤1.03)\trel/infer (≤1.1)\tCPU ms infer/rel/ft/ct/frozen\tsame ratios by CPU time\tothers\trss MB\tΔtensors`,
   );
   for (const line of table) console.log(line);
   if (args.json) writeFileSync(args.json, JSON.stringify(rows, null, 2));
