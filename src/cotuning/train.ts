@@ -199,7 +199,8 @@ export async function train(setup: TrainSetup): Promise<TrainResult> {
     hooks.onProgress?.({ phase: 'training', method: setup.method, fraction: lo + (hi - lo) * done, ...p });
   };
 
-  const epochsSeen = (step: number) => Math.round(((step * plan.batch) / setup.train.count) * 100) / 100;
+  // An epoch is ceil(n / batch) steps (batches run on across epoch boundaries so all are full-size).
+  const epochsSeen = (step: number) => Math.round((step / plan.stepsPerEpoch) * 100) / 100;
   const validate = async (step: number) => {
     if (setup.val.count === 0) return;
     const logits = await predictLogits(net, setup.val, setup.normalization, 'target', hooks.signal);
@@ -267,8 +268,8 @@ export async function train(setup: TrainSetup): Promise<TrainResult> {
       rate = rate === 0 ? instant : 0.8 * rate + 0.2 * instant;
       epochSums = { loss: epochSums.loss + terms.loss, target: epochSums.target + terms.lossTarget, source: epochSums.source + terms.lossSource, steps: epochSums.steps + 1 };
       const done = step + 1;
-      const epoch = Math.floor((done * plan.batch - 1) / setup.train.count);
-      const epochEnded = Math.floor((done * plan.batch) / setup.train.count) > Math.floor((step * plan.batch) / setup.train.count) || done === plan.total;
+      const epoch = Math.floor(step / plan.stepsPerEpoch);
+      const epochEnded = done % plan.stepsPerEpoch === 0 || done === plan.total;
       let valTop1: number | undefined;
       if (done % evalInterval === 0 || done === plan.total) valTop1 = await validate(done);
       if (epochEnded) {
@@ -285,7 +286,7 @@ export async function train(setup: TrainSetup): Promise<TrainResult> {
       report(
         {
           epoch: epoch + 1,
-          epochs: Math.ceil((plan.total * plan.batch) / setup.train.count),
+          epochs: Math.ceil(plan.total / plan.stepsPerEpoch),
           step: done,
           steps: plan.total,
           loss: terms.loss,
