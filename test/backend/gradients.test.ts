@@ -113,6 +113,27 @@ for (const h of [7, 8, 12]) {
   }
 }
 
+// More than 16 channels: the depthwise filter gradient switches from a dense conv to a grouped one.
+for (const stride of [1, 2]) {
+  for (const pad of ['same', 'valid'] as const) {
+    const s = seed++;
+    cases.push({
+      name: `depthwise 24 channels s${stride} ${pad}`,
+      run: () =>
+        tf.tidy(() => {
+          const x = rand([2, 9, 8, 24], s) as tf.Tensor4D;
+          const w = rand([3, 3, 24, 1], s + 1000) as tf.Tensor4D;
+          const dy = rand(tf.depthwiseConv2d(x, w, stride, pad).shape, s + 2000);
+          const attrs = { strides: [stride, stride], pad, dilations: [1, 1] };
+          return [
+            run('DepthwiseConv2dNativeBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }),
+            run('DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }),
+          ];
+        }),
+    });
+  }
+}
+
 /** Gradients of Σ(f(x, w) · r) with respect to x and w, through the registered gradients. */
 function convGrads(f: (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor, xs: number[], ws: number[], s: number): Float32Array[] {
   return tf.tidy(() => {
