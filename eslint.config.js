@@ -6,7 +6,7 @@ import tseslint from 'typescript-eslint';
 const serviceModules = ['**/api/**', '**/queue/**', '**/storage/**', '**/contracts/**', '**/workers/**', 'fastify', 'bullmq', 'ioredis', 'pino'];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', 'openapi/client/**', 'coverage/**'] },
+  { ignores: ['node_modules/**', 'dist/**', 'openapi/client/**', 'coverage/**', 'scratch/**', 'demo-output/**', 'data/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
