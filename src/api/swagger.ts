@@ -16,6 +16,11 @@ export async function registerSwagger(app: FastifyInstance, version: string): Pr
         version,
         description: 'Co-Tuning transfer learning as a REST job service: upload a dataset and a pre-trained model, submit a job, follow its events, download the artifacts.',
       },
+      // The first server is the generated client's default baseUrl; '/' is the same origin.
+      servers: [
+        { url: 'http://localhost:3000', description: 'Local API (npm run dev:api, docker compose)' },
+        { url: '/', description: 'The API that serves this document' },
+      ],
       tags: [
         { name: 'datasets', description: 'Training data uploads' },
         { name: 'models', description: 'Pre-trained source models' },
@@ -39,6 +44,13 @@ export async function registerSwagger(app: FastifyInstance, version: string): Pr
       return { schema: body ? { ...schema, body } : schema, url };
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  // Swagger UI runs in the browser on the API's own origin: offer that server first, not localhost.
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    transformSpecification: (spec) => {
+      const servers = (spec.servers ?? []) as { url: string }[];
+      return { ...spec, servers: [...servers.filter((s) => s.url === '/'), ...servers.filter((s) => s.url !== '/')] };
+    },
+  });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 }

@@ -15,6 +15,7 @@ interface Schema {
   items?: Schema;
   properties?: Record<string, Schema>;
   required?: string[];
+  default?: unknown;
 }
 interface MediaType {
   schema?: Schema;
@@ -48,6 +49,7 @@ interface Document {
   paths: Record<string, Record<string, Operation>>;
   components: { schemas: Record<string, Schema>; securitySchemes?: Record<string, { type: string; scheme?: string }> };
   security?: Record<string, string[]>[];
+  servers?: { url: string; description?: string }[];
 }
 
 const text = readFileSync(SPEC_PATH, 'utf8');
@@ -220,6 +222,53 @@ describe('openapi/openapi.json', () => {
     const op = byId('createJob');
     assert.ok((op.parameters ?? []).some((p) => p.in === 'header' && p.name.toLowerCase() === 'idempotency-key'));
     assert.ok(op.responses['202']?.headers?.Location, '202 Location header');
+  });
+
+  test('fields and parameters with a default are optional, so clients may omit them', () => {
+    const query = (id: string, name: string) => {
+      const param = (byId(id).parameters ?? []).find((p) => p.in === 'query' && p.name === name);
+      assert.ok(param, `${id} has no query parameter ${name}`);
+      return param;
+    };
+    const expected: [string, string, unknown][] = [
+      ['listDatasets', 'limit', 20],
+      ['listModels', 'limit', 20],
+      ['listJobs', 'limit', 20],
+      ['listJobEvents', 'limit', 100],
+      ['listJobEvents', 'after', 0],
+      ['uploadDataset', 'strict', true],
+    ];
+    for (const [id, name, value] of expected) {
+      const param = query(id, name);
+      assert.notEqual(param.required, true, `${id} ?${name} is required`);
+      assert.equal(param.schema?.default, value, `${id} ?${name} default`);
+    }
+    const createJob = doc.components.schemas.CreateJob;
+    assert.equal(createJob.properties?.seed?.default, 0);
+    assert.ok(!createJob.required?.includes('seed'), 'CreateJob.seed is required');
+    // The same rule everywhere: a default that the caller must still send is no default.
+    for (const { op, label } of operations) {
+      for (const p of op.parameters ?? []) if (p.schema?.default !== undefined) assert.notEqual(p.required, true, `${label} ${p.in} ${p.name}`);
+    }
+    for (const [name, schema] of Object.entries(doc.components.schemas)) {
+      for (const [prop, value] of Object.entries(schema.properties ?? {})) {
+        if (value.default !== undefined) assert.ok(!schema.required?.includes(prop), `${name}.${prop} has a default but is required`);
+      }
+    }
+  });
+
+  test('operations that need no key (security: []) do not document 401', () => {
+    const open = operations.filter((o) => o.op.security?.length === 0);
+    assert.deepEqual(open.map((o) => o.op.operationId).sort(), ['getHealth', 'getMetrics']);
+    for (const { op, label } of open) assert.equal(op.responses['401'], undefined, `${label} can never answer 401`);
+  });
+
+  test('servers give clients a base URL', () => {
+    const urls = (doc.servers ?? []).map((s) => s.url);
+    assert.ok(urls.length > 0, 'no servers');
+    // The generated client takes the first server as its default baseUrl; fetch needs it absolute.
+    assert.match(urls[0], /^https?:\/\/[^/]+$/, `first server ${urls[0]}`);
+    assert.ok(urls.includes('/'), 'a same-origin server for Swagger UI and browsers');
   });
 
   test('the API-key security schemes are declared and applied', () => {

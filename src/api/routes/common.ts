@@ -15,12 +15,22 @@ const DESCRIPTIONS: Record<number, string> = {
   503: 'The job store (Redis) is unreachable; retry after the Retry-After delay.',
 };
 
-/** Problem+json responses for the given statuses (plus 401/500/503, which any route can return). */
-export function problems(...statuses: number[]): Record<number, TSchema> {
-  const all = [...new Set([...statuses, 401, 500, 503])].sort();
+function problemResponses(statuses: number[]): Record<number, TSchema> {
   return Object.fromEntries(
-    all.map((s) => [s, Type.Unsafe({ description: DESCRIPTIONS[s] ?? 'Error.', content: { 'application/problem+json': { schema: ref(Problem) } } })]),
+    [...new Set(statuses)]
+      .sort()
+      .map((s) => [s, Type.Unsafe({ description: DESCRIPTIONS[s] ?? 'Error.', content: { 'application/problem+json': { schema: ref(Problem) } } })]),
   );
+}
+
+/** Problem+json responses for the given statuses (plus 401/500/503, which any keyed route can return). */
+export function problems(...statuses: number[]): Record<number, TSchema> {
+  return problemResponses([...statuses, 401, 500, 503]);
+}
+
+/** For routes with `security: []`: the key check skips them, so they never answer 401. */
+export function openProblems(...statuses: number[]): Record<number, TSchema> {
+  return problemResponses([...statuses, 500, 503]);
 }
 
 /** JSON success response with a description (what generated clients show). */

@@ -4,7 +4,7 @@ import { ref } from '../../contracts/common.js';
 import { Health } from '../../contracts/health.js';
 import { liveWorkers } from '../../queue/records.js';
 import type { ApiContext } from '../context.js';
-import { json, problems } from './common.js';
+import { json, openProblems } from './common.js';
 
 export function healthRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
@@ -17,7 +17,7 @@ export function healthRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           description: 'Redis reachability, queue depth, and the workers seen in the last 30 s with their TF.js backend. 503 (problem+json) when Redis is unreachable.',
           tags: ['health'],
           security: [],
-          response: { 200: json(ref(Health), 'Healthy (or degraded: no worker seen).'), ...problems() },
+          response: { 200: json(ref(Health), 'Healthy (or degraded: no worker seen).'), ...openProblems() },
         },
       },
       async () => {
