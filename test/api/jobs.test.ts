@@ -171,3 +171,24 @@ test('with COTUNE_API_KEYS set, /v1 needs a key (health stays open)', async () =
   assert.equal((await secured.inject({ url: '/v1/jobs', headers: { 'x-api-key': 'k1' } })).statusCode, 200);
   assert.equal((await secured.inject({ url: '/v1/health' })).statusCode, 200);
 });
+
+test('omitted optional fields take their defaults: seed 0, list limit 20, events from the start', async () => {
+  const { seed: _seed, ...withoutSeed } = body();
+  const res = await app.inject({ method: 'POST', url: '/v1/jobs', payload: withoutSeed });
+  assert.equal(res.statusCode, 202, res.body);
+  const job = res.json();
+  assert.equal(job.seed, 0);
+  assert.equal((await app.cotune.queue.getJob(job.id))?.data.seed, 0, 'the worker gets the resolved seed');
+  const events = await app.inject({ url: job.links.events });
+  assert.equal(events.statusCode, 200, events.body);
+  assert.deepEqual(events.json().items.map((e: { id: number }) => e.id), [1], 'after defaults to 0');
+  // More jobs than one default page.
+  for (let n = (await app.inject({ url: '/v1/jobs?limit=100' })).json().items.length; n <= 20; n++) {
+    assert.equal((await app.inject({ method: 'POST', url: '/v1/jobs', payload: body({ seed: 1000 + n }) })).statusCode, 202);
+  }
+  const page = await app.inject({ url: '/v1/jobs' });
+  assert.equal(page.statusCode, 200, page.body);
+  assert.equal(page.json().items.length, 20);
+  assert.ok(page.json().nextCursor, 'more jobs than the default page');
+  for (const url of ['/v1/datasets', '/v1/models']) assert.equal((await app.inject({ url })).statusCode, 200, url);
+});

@@ -115,3 +115,20 @@ test('the MobileNet upload reports its input shape and 1000-class 1x1-conv head'
   wrong.push({ name: 'classNames', filename: 'c.json', data: '["only","two"]' });
   assertProblem(await app.inject({ method: 'POST', url: '/v1/models', ...multipart(wrong) }), 422, 'classNames');
 });
+
+test('strict defaults to true; strict=false stores the dataset and lists the undecodable file', async () => {
+  const { cp, rm } = await import('node:fs/promises');
+  const bad = join(work, 'bad-lenient');
+  await cp(flowers, join(bad, 'flowers'), { recursive: true });
+  const victim = join(bad, 'flowers', 'train', 'daisy', (await readdir(join(bad, 'flowers', 'train', 'daisy')))[0]);
+  await writeFile(victim, (await readFile(victim)).subarray(0, 200));
+  const archive = await zipDir(join(bad, 'flowers'));
+  assertProblem(await app.inject({ method: 'POST', url: '/v1/datasets', ...archivePart(archive) }), 422, 'file:');
+  const res = await app.inject({ method: 'POST', url: '/v1/datasets?strict=false', ...archivePart(archive) });
+  assert.equal(res.statusCode, 201, res.body);
+  const ds = res.json();
+  assert.equal(ds.rejected.length, 1);
+  assert.match(ds.rejected[0].path, /daisy/);
+  assert.equal((await app.inject({ method: 'DELETE', url: `/v1/datasets/${ds.id}` })).statusCode, 204);
+  await rm(bad, { recursive: true, force: true });
+});
