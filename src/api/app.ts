@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import { componentSchemas } from '../contracts/index.js';
 import { loggerOptions } from '../logger.js';
-import { createApiRedis, evictionPolicy } from '../queue/redis.js';
+import { createApiRedis, evictionPolicyWhenReachable } from '../queue/redis.js';
 import { createTrainingQueue } from '../queue/training-queue.js';
 import { createDirStore, type BlobStore } from '../storage/blob-store.js';
 import { makeContext, type ApiContext } from './context.js';
@@ -96,7 +96,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   app.addHook('onReady', async () => {
     if (deps.skipEvictionCheck) return;
-    const policy = await evictionPolicy(redis);
+    const policy = await evictionPolicyWhenReachable(redis);
     if (policy !== 'noeviction') {
       throw new Error(`Redis maxmemory-policy is "${policy}"; BullMQ needs "noeviction" or queued jobs can be evicted. Refusing to start.`);
     }

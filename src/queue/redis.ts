@@ -40,3 +40,19 @@ export async function evictionPolicy(redis: Redis): Promise<string> {
   const match = /^maxmemory_policy:(\S+)/m.exec(info);
   return match ? match[1] : 'unknown';
 }
+
+/**
+ * evictionPolicy(), retried while Redis is unreachable or slow to answer: at start-up Redis may
+ * still be loading its AOF (compose starts services together) or the host may be busy.
+ */
+export async function evictionPolicyWhenReachable(redis: Redis, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await evictionPolicy(redis);
+    } catch (err) {
+      if (!isRedisUnavailable(err) || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
