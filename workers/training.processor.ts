@@ -5,7 +5,7 @@
  */
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UnrecoverableError, WaitingError, type SandboxedJob } from 'bullmq';
+import { WaitingError, type SandboxedJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Value } from 'typebox/value';
 import { loadConfig } from '../src/config.js';
@@ -18,6 +18,7 @@ import { Records } from '../src/queue/records.js';
 import { createWorkerRedis } from '../src/queue/redis.js';
 import { createDirStore } from '../src/storage/blob-store.js';
 import { describeArtifacts, zipModels } from './artifacts.js';
+import { attemptFailure, unrecoverable } from './failure.js';
 
 // If the worker process dies (even by SIGKILL) this child must not keep training on its own.
 process.on('disconnect', () => process.exit(1));
@@ -30,13 +31,6 @@ const conn = () => (redis ??= createWorkerRedis(config.redisUrl));
 
 const EVENT_INTERVAL_MS = 1000;
 const CANCEL_POLL_MS = 500;
-
-/** Errors BullMQ must not retry; the "<code>: " prefix becomes the job's error code. */
-function unrecoverable(code: string, message: string): UnrecoverableError {
-  const err = new UnrecoverableError(`${code}: ${message}`);
-  err.name = 'UnrecoverableError';
-  return err;
-}
 
 async function hasFiles(dir: string): Promise<boolean> {
   try {
@@ -154,7 +148,7 @@ export default async function process_(job: SandboxedJob<JobDataValue, JobResult
     };
   } catch (err) {
     await chain;
-    const e = err as Error & { field?: string };
+    const e = err as Error;
     if (e.name === 'AbortError' || controller.signal.aborted) {
       if (controller.signal.reason === 'shutdown' && !(await records.isCancelRequested(jobId))) {
         // Worker shutting down: hand the job back; the next worker resumes from the last checkpoint.
@@ -166,9 +160,9 @@ export default async function process_(job: SandboxedJob<JobDataValue, JobResult
       }
       throw unrecoverable('cancelled', 'cancelled by request');
     }
-    if (e.name === 'InvalidInputError') throw unrecoverable('invalid_input', e.field ? `${e.field}: ${e.message}` : e.message);
-    jlog.error({ err }, 'job attempt failed');
-    throw new Error(`training_error: ${e.message}`, { cause: err });
+    const failure = attemptFailure(err);
+    jlog.error({ err, retry: failure.name !== 'UnrecoverableError' }, 'job attempt failed');
+    throw failure;
   } finally {
     bullSignal?.removeEventListener('abort', onBullAbort);
   }
