@@ -126,7 +126,8 @@ export async function pretrainSourceModel(
     await model.fit(x, y, {
       epochs: options.maxEpochs,
       batchSize: 32,
-      shuffle: true,
+      // drawBatch already interleaves the classes; no shuffle (Math.random) keeps the weights reproducible.
+      shuffle: false,
       verbose: 0,
       callbacks: {
         onBatchEnd: async () => {

@@ -113,7 +113,7 @@ describe('demo assets', () => {
     }
   });
 
-  test('a second call reuses the cache; a changed version stamp regenerates', async () => {
+  test('a second call reuses the cache; a changed version stamp regenerates the same weights', async () => {
     const started = Date.now();
     const cached = await ensureDemoAssets(join(dir, 'cache'), SMALL);
     assert.equal(cached.generated, false);
@@ -128,12 +128,20 @@ describe('demo assets', () => {
       maxEpochs: 1,
     };
     const tinyDir = join(dir, 'tiny');
+    const weights = () =>
+      readFile(join(tinyDir, 'model', 'weights.bin')).then((b) =>
+        createHash('sha256').update(b).digest('hex'),
+      );
     assert.equal((await ensureDemoAssets(tinyDir, tiny)).generated, true);
+    const first = await weights();
     assert.equal((await ensureDemoAssets(tinyDir, tiny)).generated, false);
     const stampPath = join(tinyDir, 'assets.json');
     const stamp = JSON.parse(await readFile(stampPath, 'utf8')) as { version: number };
     await writeFile(stampPath, JSON.stringify({ ...stamp, version: stamp.version - 1 }));
     assert.equal((await ensureDemoAssets(tinyDir, tiny)).generated, true);
+    // Seeded init, no shuffle, stopped by epochs: pre-training is reproducible too.
+    assert.equal(await weights(), first);
     assert.equal((await ensureDemoAssets(tinyDir, { ...tiny, seed: 8 })).generated, true);
+    assert.notEqual(await weights(), first);
   });
 });
