@@ -160,6 +160,9 @@ test('the OpenAPI document: named components, operationIds, tags, problem+json e
   assert.ok(doc.paths['/v1/jobs/{id}/artifacts/{name}'].get.responses['206']);
   assert.ok(doc.paths['/v1/jobs'].post.parameters.some((p: { name: string; in: string }) => p.in === 'header' && p.name === 'idempotency-key'));
   assert.equal((await app.inject({ url: '/docs' })).statusCode < 400, true);
+  // Swagger UI runs on the API's own origin; the exported document leads with localhost for generated clients.
+  assert.deepEqual((await app.inject({ url: '/docs/json' })).json().servers.map((s: { url: string }) => s.url), ['/', 'http://localhost:3000']);
+  assert.equal(doc.servers[0].url, 'http://localhost:3000');
 });
 
 test('with COTUNE_API_KEYS set, /v1 needs a key (health stays open)', async () => {
