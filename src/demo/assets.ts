@@ -13,7 +13,7 @@ import { buildSourceModel, type PretrainReport, pretrainSourceModel } from './pr
 import { type ClassSpec, SOURCE_CLASSES, TARGET_CLASSES, drawShape, itemSeed } from './shapes.js';
 
 /** Bump when drawing, the model or the layout changes: cached assets are then regenerated. */
-export const DEMO_ASSETS_VERSION = 5;
+export const DEMO_ASSETS_VERSION = 6;
 
 export interface DemoAssetOptions {
   seed?: number;
@@ -36,11 +36,11 @@ export type ResolvedDemoAssetOptions = Required<Omit<DemoAssetOptions, 'log'>>;
 export const DEFAULT_DEMO_ASSET_OPTIONS: ResolvedDemoAssetOptions = {
   seed: 1,
   imageSize: 32,
-  sourcePerClass: 320,
+  sourcePerClass: 400,
   trainPerClass: 8,
   valPerClass: 4,
   testPerClass: 40,
-  // Three epochs take ~20 s on two idle cores and ~50-80 s on busy ones; the time cap is only a
+  // Three epochs take ~25 s on two idle cores and 60-100 s on busy ones; the time cap is only a
   // safety net, since stopping by time makes the weights depend on the machine.
   pretrainSeconds: 150,
   maxEpochs: 3,
