@@ -42,8 +42,12 @@ export function deriveStatus(record: JobRecord, job: TrainingJob | undefined, st
 }
 
 export async function snapshot(ctx: ApiContext, record: JobRecord): Promise<JobSnapshot> {
+  // State before the job hash: BullMQ writes failedReason/returnvalue in the same script that
+  // moves a job to failed/completed, so a finished state is never paired with a hash that lacks them.
+  let state: string = await ctx.queue.getJobState(record.id);
   const job = (await ctx.queue.getJob(record.id)) as TrainingJob | undefined;
-  const state = job ? await job.getState() : 'missing';
+  if (!job) state = 'missing';
+  else if (state === 'unknown') state = await job.getState();
   return { record, job, state, status: deriveStatus(record, job, state) };
 }
 

@@ -42,6 +42,7 @@ async function failWith(cause: unknown): Promise<{ attempts: number; error: { co
   for (;;) {
     const job = (await app.inject({ url: `/v1/jobs/${id}` })).json();
     if (job.status === 'failed') return job;
+    if (job.status !== 'queued' && job.status !== 'running') assert.fail(`job ${id}: ${JSON.stringify(job)}`);
     assert.ok(Date.now() < deadline, `job ${id} still ${job.status}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -49,20 +50,20 @@ async function failWith(cause: unknown): Promise<{ attempts: number; error: { co
 
 test('a diverged run (the core\'s "train: loss became NaN") fails after one attempt as training_error', async () => {
   const job = await failWith(new Error('train: loss became NaN at step 3; lower the learning rates'));
-  assert.equal(job.attempts, 1);
+  assert.equal(job.attempts, 1, JSON.stringify(job.error));
   assert.deepEqual(job.error, { code: 'training_error', message: 'train: loss became NaN at step 3; lower the learning rates' });
 });
 
 test('invalid input from the core fails after one attempt as invalid_input', async () => {
   const job = await failWith(new InvalidInputError('data', 'data: found 1 class; at least 2 are needed'));
-  assert.equal(job.attempts, 1);
+  assert.equal(job.attempts, 1, JSON.stringify(job.error));
   assert.deepEqual(job.error, { code: 'invalid_input', message: 'data: found 1 class; at least 2 are needed' });
 });
 
 test('an I/O error is retried COTUNE_JOB_ATTEMPTS times', async () => {
   const enoent = await readFile(join(await tempDir(), 'missing.bin')).catch((err: unknown) => err);
   const job = await failWith(enoent);
-  assert.equal(job.attempts, 3);
+  assert.equal(job.attempts, 3, JSON.stringify(job.error));
   assert.equal(job.error.code, 'training_error');
   assert.match(job.error.message, /ENOENT/);
 });
