@@ -61,7 +61,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     if (Date.now() - lastRedisError > 5000) app.log.warn({ err: { message: err.message } }, 'redis connection error');
     lastRedisError = Date.now();
   });
-  const queue = createTrainingQueue(config, redis);
+  // BullMQ caches a failed connection start-up (its INFO version check) for the Queue's lifetime, so a
+  // start-up command timing out on a busy host would wedge every later queue call: the queue gets
+  // its own client whose commands may take longer than the fail-fast request timeout.
+  const queueRedis = redis.duplicate({ commandTimeout: 10_000 });
+  queueRedis.on('error', () => undefined);
+  const queue = createTrainingQueue(config, queueRedis);
   queue.on('error', () => undefined);
   const metrics = createMetrics(() => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'));
   const ctx = makeContext(config, redis, queue, deps.store ?? createDirStore(config.dataDir), metrics);
@@ -104,6 +109,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   app.addHook('preClose', async () => hub.closeAll());
   app.addHook('onClose', async () => {
     await queue.close().catch(() => undefined);
+    await queueRedis.quit().catch(() => queueRedis.disconnect());
     await ctx.closeSubscriber();
     if (ownsRedis) await redis.quit().catch(() => redis.disconnect());
   });
