@@ -35,11 +35,11 @@ FROM gpu-base AS deps-gpu
 WORKDIR /app
 RUN npm install -g npm@11.19.1 && npm --version
 COPY package.json package-lock.json ./
-# npm 11 runs a dependency's install script only when approved. Approval lives in .npmrc
-# (`--allow-scripts` is refused for project installs); strict mode turns an unapproved
+# npm 11 runs a dependency's install script only when approved: package.json's allowScripts
+# approves @tensorflow/tfjs-node-gpu (and denies the rest); strict mode turns an unapproved
 # script into an error instead of a notice. Everything is installed without scripts first,
 # then only the approved package is rebuilt.
-RUN printf '%s\n' 'allow-scripts=@tensorflow/tfjs-node-gpu' 'strict-allow-scripts=true' > .npmrc \
+RUN printf '%s\n' 'strict-allow-scripts=true' > .npmrc \
  && npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && npm rebuild @tensorflow/tfjs-node-gpu --foreground-scripts \
  && ls node_modules/@tensorflow/tfjs-node-gpu/lib/napi-v*/tfjs_binding.node \

@@ -320,7 +320,9 @@ describe('Dockerfiles', () => {
     assert.equal(gpuDeps.length, 1, 'one stage installs the GPU binding');
     const run = runLines(gpuDeps[0]);
     assert.match(run, /npm install -g npm@11\./, 'npm 11 (install-script policy) is used');
-    assert.match(run, /allow-scripts=@tensorflow\/tfjs-node-gpu['"\s]/, 'approval of the tfjs-node-gpu install script');
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { allowScripts?: Record<string, boolean> };
+    assert.equal(pkg.allowScripts?.['@tensorflow/tfjs-node-gpu'], true, 'package.json approves the tfjs-node-gpu install script');
+    assert.deepEqual(Object.entries(pkg.allowScripts ?? {}).filter(([, ok]) => ok).map(([name]) => name), ['@tensorflow/tfjs-node-gpu'], 'and no other');
     assert.match(run, /strict-allow-scripts=true/, 'an unapproved script must fail the build');
     assert.match(run, /npm rebuild @tensorflow\/tfjs-node-gpu/, 'the approved install script is run');
     assert.match(run, /tfjs_binding\.node/, 'the build checks the native binding was installed');
