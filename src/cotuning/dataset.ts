@@ -64,7 +64,8 @@ async function readClassFolders(root: string, split: Split, rejected: DatasetInd
   return { classes, found };
 }
 
-function parseCsvLine(line: string): string[] {
+/** Split one CSV line, honouring double quotes ("" is a literal quote); cells are trimmed. */
+export function parseCsvLine(line: string): string[] {
   const cells: string[] = [];
   let cell = '';
   let quoted = false;

@@ -1,32 +1,10 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import * as tar from 'tar';
+import { parseCsvLine as splitCsvLine } from '../cotuning/dataset.js';
 import { UsageError } from './args.js';
 
 const ARCHIVE = /\.(zip|tar\.gz|tgz)$/i;
-
-/** Split one CSV line, honouring double quotes ("" is a literal quote). */
-export function splitCsvLine(line: string): string[] {
-  const cells: string[] = [];
-  let cell = '';
-  let quoted = false;
-  for (let i = 0; i < line.length; i += 1) {
-    const ch = line[i];
-    if (quoted) {
-      if (ch === '"' && line[i + 1] === '"') {
-        cell += '"';
-        i += 1;
-      } else if (ch === '"') quoted = false;
-      else cell += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ',') {
-      cells.push(cell);
-      cell = '';
-    } else cell += ch;
-  }
-  cells.push(cell);
-  return cells.map((c) => c.trim());
-}
 
 /** The manifest plus every image it names, relative to the manifest's folder. */
 async function manifestEntries(csvPath: string): Promise<string[]> {

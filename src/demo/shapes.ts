@@ -5,6 +5,11 @@
  * answer for a target image is informative — the situation Co-Tuning exploits.
  */
 
+// mulberry32, shared with the core library: identical on every platform, so a seed always draws the same pixels.
+import { createRng } from '../cotuning/rng.js';
+
+export { createRng };
+
 export type Rgb = readonly [number, number, number];
 
 export const SHAPES = ['circle', 'square', 'triangle', 'cross'] as const;
@@ -40,17 +45,6 @@ export const SOURCE_CLASSES: readonly ClassSpec[] = classes(SOURCE_COLOURS, ' ')
 /** 12 target classes; names are folder-safe. */
 export const TARGET_CLASSES: readonly ClassSpec[] = classes(TARGET_COLOURS, '-');
 
-/** mulberry32: small, fast and identical on every platform, so a seed always draws the same pixels. */
-export function createRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Seed for item `index` of stream `stream`, so every image is reproducible on its own. */
 export function itemSeed(seed: number, stream: number, index: number): number {

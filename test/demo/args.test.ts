@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import * as tar from 'tar';
 import { UsageError, parseDemoArgs } from '../../src/demo/args.js';
-import { packDataset, splitCsvLine } from '../../src/demo/pack.js';
+import { parseCsvLine as splitCsvLine } from '../../src/cotuning/dataset.js';
+import { packDataset } from '../../src/demo/pack.js';
 
 const DEMO = fileURLToPath(new URL('../../scripts/demo.ts', import.meta.url));
 
