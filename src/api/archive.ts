@@ -1,4 +1,4 @@
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
@@ -60,6 +60,7 @@ async function extractZip(file: string, dest: string, limits: ArchiveLimits): Pr
   );
   const budget = { left: limits.extractedBytes };
   let entries = 0;
+  let inflight: Promise<void> = Promise.resolve();
   try {
     await new Promise<void>((resolve, reject) => {
       zip.on('error', (err: Error) => reject(/invalid relative path|absolute path/i.test(err.message) ? unsafe(err.message.replace(/^.*: /, '')) : badArchive(`corrupt zip: ${err.message}`)));
@@ -80,49 +81,123 @@ async function extractZip(file: string, dest: string, limits: ArchiveLimits): Pr
           const input = await new Promise<NodeJS.ReadableStream>((res, rej) => zip.openReadStream(entry, (err, s) => (err ? rej(badArchive(`corrupt zip entry "${entry.fileName}": ${err.message}`)) : res(s))));
           await pipeline(input, byteBudget(budget, limits.extractedBytes), createWriteStream(join(dest, name), { flags: 'wx' }));
         };
-        work().then(() => zip.readEntry(), reject);
+        inflight = work().then(
+          () => zip.readEntry(),
+          (err: unknown) => reject(entryConflict(err, entry.fileName)),
+        );
       });
       zip.readEntry();
     });
   } finally {
+    // A zip error can arrive while an entry is still being written; let it settle before cleanup.
+    await inflight;
     zip.close();
   }
 }
 
+/** A file-system refusal while writing an entry: the archive itself is inconsistent (never leaks server paths). */
+function entryConflict(err: unknown, name: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (err instanceof HttpProblem || !code) return err;
+  const why: Record<string, string> = {
+    EEXIST: 'collides with another entry of the same name (a duplicate, or a file and a folder both called that)',
+    ENOTDIR: 'sits under a path that is also a file',
+    EISDIR: 'names a folder, not a file',
+    ENOENT: 'has no usable file name',
+  };
+  return why[code] ? badArchive(`archive entry "${name}" ${why[code]}`) : err;
+}
+
+const TAR_TYPES = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory']);
+
+/**
+ * One streaming pass: every header is checked (type, name, count, running declared size) before
+ * its body is read, so a bomb is refused at its first oversize header and nothing is
+ * decompressed past it. Files are written one at a time through back-pressure, and the promise
+ * settles only once no write is pending, so the caller can delete the destination safely.
+ */
 async function extractTgz(file: string, dest: string, limits: ArchiveLimits): Promise<void> {
-  // First pass: validate every header before anything is written.
-  let problem: HttpProblem | undefined;
+  // Small reads bound what one chunk can inflate to (gzip expands at most ~1000x).
+  const input = createReadStream(file, { highWaterMark: 16 * 1024 });
+  const parser = new tar.Parser({ strict: true });
+  let failure: unknown;
   let entries = 0;
   let declared = 0;
-  try {
-    await tar.t({
-      file,
-      strict: true,
-      onReadEntry: (entry) => {
-        if (problem) return;
-        entries += 1;
-        declared += entry.size ?? 0;
-        if (entries > limits.entries) problem = tooMany(limits.entries);
-        else if (declared > limits.extractedBytes) problem = tooBig(limits.extractedBytes);
-        else if (!['File', 'OldFile', 'ContiguousFile', 'Directory'].includes(entry.type)) problem = badArchive(`archive entry "${entry.path}" is a ${entry.type}, only files and folders are allowed`);
-        else {
-          try {
-            checkName(entry.path);
-          } catch (err) {
-            problem = err as HttpProblem;
-          }
-        }
-      },
+  let chain: Promise<void> = Promise.resolve();
+  let writing: NodeJS.WritableStream & { destroy(err?: Error): void } | undefined;
+
+  const fail = (err: unknown) => {
+    if (failure !== undefined) return;
+    failure = err;
+    input.destroy();
+    parser.abort(err instanceof Error ? err : new Error(String(err)));
+    // The aborted parser never ends the entry being written; end its file here.
+    writing?.destroy(new Error('extraction aborted'));
+  };
+
+  const writeEntry = async (entry: tar.ReadEntry, name: string) => {
+    const target = join(dest, name);
+    if (entry.type === 'Directory') {
+      entry.resume();
+      await mkdir(target, { recursive: true });
+      return;
+    }
+    await mkdir(dirname(target), { recursive: true });
+    const out = createWriteStream(target, { flags: 'wx' });
+    writing = out;
+    await new Promise<void>((resolve, reject) => {
+      out.on('error', (err) => {
+        entry.unpipe(out);
+        reject(err);
+      });
+      out.on('close', () => resolve());
+      entry.pipe(out);
+    }).finally(() => (writing = undefined));
+  };
+
+  parser.on('entry', (entry: tar.ReadEntry) => {
+    if (failure !== undefined) return entry.resume();
+    entries += 1;
+    declared += entry.size ?? 0;
+    let name: string;
+    try {
+      if (entries > limits.entries) throw tooMany(limits.entries);
+      if (declared > limits.extractedBytes) throw tooBig(limits.extractedBytes);
+      if (!TAR_TYPES.has(entry.type)) throw badArchive(`archive entry "${entry.path}" is a ${entry.type}, only files and folders are allowed`);
+      name = checkName(entry.path);
+    } catch (err) {
+      entry.resume();
+      return fail(err);
+    }
+    chain = chain.then(() => {
+      if (failure !== undefined) {
+        entry.resume();
+        return;
+      }
+      return writeEntry(entry, name).catch((err: unknown) => {
+        entry.resume();
+        fail(entryConflict(err, entry.path));
+      });
     });
-  } catch (err) {
-    throw badArchive(`not a readable .tar.gz: ${(err as Error).message}`);
-  }
-  if (problem) throw problem;
-  try {
-    await tar.x({ file, cwd: dest, strict: true, preservePaths: false, noChmod: true });
-  } catch (err) {
-    throw badArchive(`corrupt .tar.gz: ${(err as Error).message}`);
-  }
+  });
+
+  await new Promise<void>((resolve) => {
+    const done = () => resolve();
+    parser.on('error', (err: Error) => {
+      fail(/decompression ratio/i.test(err.message) ? tooBig(limits.extractedBytes) : badArchive(`corrupt .tar.gz: ${err.message}`));
+      done();
+    });
+    parser.on('abort', done);
+    parser.on('end', done);
+    input.on('error', (err) => {
+      fail(badArchive(`cannot read the archive: ${err.message}`));
+      done();
+    });
+    input.pipe(parser);
+  });
+  // Wait for the entry being written (if any) before reporting, so cleanup never races a write.
+  await chain;
+  if (failure !== undefined) throw failure;
 }
 
 /** Extract a .zip or .tar.gz into `dest`, refusing path traversal, links and oversize content. */

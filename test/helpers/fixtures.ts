@@ -2,6 +2,7 @@ import { cp, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import yazl from 'yazl';
 import { FLOWERS_DIR, MOBILENET_DIR } from './shared-data.js';
@@ -115,3 +116,51 @@ export async function mobilenetJson(): Promise<{ modelTopology: { model_config: 
   return JSON.parse(await readFile(join(MOBILENET_DIR, 'model.json'), 'utf8'));
 }
 
+
+export interface TarEntry {
+  name: string;
+  data?: Buffer | string;
+  /** Header size when it should differ from the data (a bomb declares more than follows). */
+  size?: number;
+  type?: 'file' | 'dir';
+}
+
+/**
+ * A .tar.gz built header by header, for archives `tar` refuses to create (a file and a folder
+ * of the same name, duplicates, headers that lie about their size).
+ */
+export function tarGzOf(entries: TarEntry[], { end = true }: { end?: boolean } = {}): Buffer {
+  const blocks: Buffer[] = [];
+  for (const e of entries) {
+    const data = e.data === undefined ? Buffer.alloc(0) : Buffer.isBuffer(e.data) ? e.data : Buffer.from(e.data);
+    const size = e.size ?? data.length;
+    const h = Buffer.alloc(512);
+    h.write(e.name, 0, 100, 'utf8');
+    h.write('0000644\0', 100);
+    h.write('0000000\0', 108);
+    h.write('0000000\0', 116);
+    h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+    h.write('00000000000\0', 136);
+    h.write(e.type === 'dir' ? '5' : '0', 156);
+    h.write('ustar\0', 257);
+    h.write('00', 263);
+    h.fill(' ', 148, 156);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    blocks.push(h, data);
+    if (data.length % 512) blocks.push(Buffer.alloc(512 - (data.length % 512)));
+  }
+  if (end) blocks.push(Buffer.alloc(1024));
+  return gzipSync(Buffer.concat(blocks));
+}
+
+/** A zip from (name, content) pairs in order; unlike zipOf, names may repeat. */
+export async function zipList(entries: [string, Buffer | string][]): Promise<Buffer> {
+  const zip = new yazl.ZipFile();
+  for (const [name, content] of entries) zip.addBuffer(Buffer.isBuffer(content) ? content : Buffer.from(content), name, { compress: false });
+  zip.end();
+  const chunks: Buffer[] = [];
+  for await (const chunk of zip.outputStream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
