@@ -59,9 +59,18 @@ export function parseCli(argv: string[]): CliArgs {
     quiet: { type: 'boolean', short: 'q' },
   };
   for (const [flag, spec] of Object.entries(HP_FLAGS)) options[flag] = { type: spec.kind === 'bool' ? 'boolean' : 'string' };
+  // parseArgs reads "--lambda -3" as a missing value; a negative number after a value flag is its value.
+  const args = argv.flatMap((arg, i) => {
+    const name = arg.startsWith('--') && !arg.includes('=') ? arg.slice(2) : '';
+    const next = argv[i + 1];
+    if (name && options[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) return [`${arg}=${next}`];
+    const previous = argv[i - 1] ?? '';
+    const prevName = previous.startsWith('--') && !previous.includes('=') ? previous.slice(2) : '';
+    return prevName && options[prevName]?.type === 'string' && /^-\d/.test(arg) ? [] : [arg];
+  });
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError((err as Error).message.split('\n')[0]);
   }

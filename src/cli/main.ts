@@ -1,6 +1,7 @@
-import { access, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { InvalidInputError, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
+import { constants } from 'node:fs';
+import { access, mkdir, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { BACKEND_PREFERENCE, InvalidInputError, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
 import { parseCli, UsageError, type CliArgs } from './args.js';
 import { createProgressPrinter } from './progress.js';
 
@@ -73,14 +74,28 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (!['relationship', 'train', 'compare'].includes(args.command)) throw new UsageError(`unknown command "${args.command}" (see cotune --help)`);
-  const modelDir = resolve(requireFlag(args, 'model'));
+  let modelDir = resolve(requireFlag(args, 'model'));
+  // Accept the model.json file itself as well as its folder.
+  if (basename(modelDir) === 'model.json') modelDir = dirname(modelDir);
   const dataPath = resolve(requireFlag(args, 'data'));
   const outDir = resolve(requireFlag(args, 'out'));
   await checkReadable(join(modelDir, 'model.json'), 'model', 'any');
   await checkReadable(dataPath, 'data', 'any');
+  // Fail before training, not after, when the output folder cannot be created.
+  try {
+    await mkdir(outDir, { recursive: true });
+    await access(outDir, constants.W_OK);
+  } catch {
+    throw new UsageError(`--out ${outDir}: cannot create or write this folder`);
+  }
+  const backend = (args.values.backend as string | undefined) ?? process.env.COTUNE_TF_BACKEND;
+  if (backend && !(BACKEND_PREFERENCE as readonly string[]).includes(backend)) {
+    throw new UsageError(`--backend must be one of ${BACKEND_PREFERENCE.join(', ')} (got "${backend}")`);
+  }
   const seedRaw = (args.values.seed as string | undefined) ?? '0';
   const seed = Number(seedRaw);
   if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed expects a non-negative integer (got "${seedRaw}")`);
+  if (args.command === 'train' && args.values.method === undefined) throw new UsageError('--method is required for train: co-tuning or fine-tune');
   let method = args.command === 'compare' ? 'compare' : ((args.values.method as string | undefined) ?? 'co-tuning');
   if (args.command === 'train' && method !== 'co-tuning' && method !== 'fine-tune') throw new UsageError(`--method must be co-tuning or fine-tune (got "${method}")`);
   if (args.command === 'relationship') method = 'co-tuning';
@@ -105,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
     sourceClassNamesPath,
     cacheDir: (args.values.cache as string | undefined) ?? join(outDir, '.cache'),
     checkpointDir: args.values.checkpoint as string | undefined,
-    backend: (args.values.backend as string | undefined) ?? process.env.COTUNE_TF_BACKEND,
+    backend: backend || undefined,
   };
   try {
     if (args.command === 'relationship') {

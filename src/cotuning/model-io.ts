@@ -1,6 +1,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { InvalidInputError } from './errors.js';
 import { readModelJson, type ModelJson } from './model-spec.js';
 
 export { readModelJson, type ModelJson };
@@ -22,18 +23,18 @@ export function directoryLoader(
         const buffers: Buffer[] = [];
         for (const group of manifest) {
           for (const p of group.paths) {
-            if (p.includes('..') || p.startsWith('/')) throw new Error(`model: weight path "${p}" leaves the model directory`);
+            if (p.includes('..') || p.startsWith('/')) throw new InvalidInputError('model', `model: weight path "${p}" leaves the model directory`);
             try {
               buffers.push(await readFile(join(dir, p)));
             } catch {
-              throw new Error(`model: weight file ${join(dir, p)} is missing`);
+              throw new InvalidInputError('model', `model: weight file ${join(dir, p)} is missing`);
             }
           }
         }
         const all = Buffer.concat(buffers);
         const expected = manifest.flatMap((g) => g.weights).reduce((n, w) => n + weightBytes(w), 0);
         if (all.byteLength !== expected) {
-          throw new Error(`model: weight files hold ${all.byteLength} bytes but model.json describes ${expected}`);
+          throw new InvalidInputError('model', `model: weight files hold ${all.byteLength} bytes but model.json describes ${expected}`);
         }
         const data = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer;
         return [manifest.flatMap((g) => g.weights), data];

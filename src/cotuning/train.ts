@@ -20,6 +20,9 @@ import { NesterovSgd } from './optimizer.js';
 import { createRng, deriveSeed, shuffle } from './rng.js';
 import type { Hyperparameters, Progress, RunHooks, TrainMethod } from './types.js';
 
+/** Training stops with an error when the loss exceeds this multiple of its first value. */
+const DIVERGENCE_FACTOR = 1000;
+
 /** `epoch` is fractional: images seen / training-set size. */
 export interface EpochCurve {
   epoch: number;
@@ -216,6 +219,7 @@ export async function train(setup: TrainSetup): Promise<TrainResult> {
   };
 
   let checkpointedStep = startStep;
+  let firstLoss: number | undefined;
   const writeCheckpoint = async (done: number) => {
     if (!setup.checkpointDir || done === checkpointedStep) return;
     await saveCheckpoint(setup.checkpointDir, {
@@ -262,6 +266,11 @@ export async function train(setup: TrainSetup): Promise<TrainResult> {
       });
       tf.dispose([inputs.x, inputs.labels, inputs.softTargets ?? []]);
       if (!Number.isFinite(terms.loss)) throw new Error(`train: loss became ${terms.loss} at step ${step + 1}; lower the learning rates`);
+      firstLoss ??= terms.loss;
+      // A loss three orders of magnitude above where it started is divergence, not noise: stop and say so.
+      if (terms.loss > DIVERGENCE_FACTOR * Math.max(firstLoss, 1)) {
+        throw new Error(`train: loss diverged to ${terms.loss.toPrecision(3)} at step ${step + 1} (it started at ${firstLoss.toFixed(3)}); lower the learning rates`);
+      }
 
       const seconds = (performance.now() - t0) / 1000;
       const instant = plan.batch / seconds;

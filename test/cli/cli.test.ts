@@ -29,6 +29,11 @@ test('bad flags and unreadable inputs: one clear line, exit code 2', () => {
     [['train', '--method', 'magic', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x'], /--method must be co-tuning or fine-tune/],
     [['compare', '--data', FLOWERS_DIR, '--out', '/tmp/x'], /--model is required/],
     [['launch'], /unknown command "launch"/],
+    [['train', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x'], /--method is required for train/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--batch-size', '-3'], /hyperparameters\.batchSize must be ≥ 1/],
+    [['compare', '--model', `${MOBILENET_DIR}/model.json`, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--lambda', '-3'], /hyperparameters\.lambda must be ≥ 0/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/etc/hostname'], /--out \/etc\/hostname: cannot create or write/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--backend', 'quantum'], /--backend must be one of/],
   ];
   for (const [args, pattern] of cases) {
     const r = cotune(...args);

@@ -153,3 +153,15 @@ test('the batch never exceeds the training set and batches cover every image eac
   assert.equal(seen.size, 10);
   assert.deepEqual(batchIndices(3, 10, 4, 7), batchIndices(3, 10, 4, 7));
 });
+
+test('a diverging run stops with a train: error instead of finishing at chance level', async () => {
+  const net = await buildNet(MOBILENET_DIR, { numClasses: 3, imageSize: 64, seed: 6 });
+  try {
+    await assert.rejects(
+      train(setup(net, 'co-tuning', { iterations: 30, lrBackbone: 10, lrSourceHead: 10, lrTargetHead: 10, momentum: 0.999, lambda: 100 })),
+      /^Error: train: loss (diverged|became)/,
+    );
+  } finally {
+    disposeNet(net);
+  }
+});

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { InvalidInputError } from '../errors.js';
 import { registerFastGradients } from './gradients.js';
 
 /** Backends in order of preference; the first that loads and initialises wins. */
@@ -61,7 +62,7 @@ export async function selectBackend(options: SelectBackendOptions = {}): Promise
   const wanted = options.preferred?.trim();
   if (wanted) {
     if (!(BACKEND_PREFERENCE as readonly string[]).includes(wanted)) {
-      throw new Error(`backend: unknown backend "${wanted}"; expected one of ${BACKEND_PREFERENCE.join(', ')}`);
+      throw new InvalidInputError('backend', `backend: unknown backend "${wanted}"; expected one of ${BACKEND_PREFERENCE.join(', ')}`);
     }
     const info = await tryBackend(wanted as BackendChoice, options);
     if (!info) throw new Error(`backend: "${wanted}" was requested but could not be initialised on this machine`);
