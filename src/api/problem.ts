@@ -77,6 +77,19 @@ const FASTIFY_CODES: Record<string, { status: number; code: string }> = {
   FST_INVALID_MULTIPART_CONTENT_TYPE: { status: 415, code: 'unsupported_media_type' },
 };
 
+// Busboy's parse errors carry no code; they mean the client sent a broken multipart body.
+const MULTIPART_ERROR = /^(Multipart: |Unexpected end of (multipart data|form|file)|Malformed part header|Part terminated early)/;
+
+/**
+ * Core-library messages name absolute server paths; clients should see paths relative to what they
+ * uploaded. Each root (most specific first) is removed; anything left under `hidden` is masked.
+ */
+export function scrubPaths(message: string, roots: string[], hidden: string): string {
+  let out = message;
+  for (const root of roots) out = out.replaceAll(`${root}/`, '').replaceAll(root, '.');
+  return out.replaceAll(new RegExp(`${hidden.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}[^\\s"',;:)]*`, 'g'), '<server path>');
+}
+
 /** One error format for everything: validation, our problems, Redis outages, and 5xx (detail hidden). */
 export function registerProblemHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError & { validation?: unknown[]; validationContext?: string }, request, reply) => {
@@ -95,6 +108,9 @@ export function registerProblemHandlers(app: FastifyInstance): void {
     if (isRedisUnavailable(err)) {
       request.log.warn({ err: { message: err.message } }, 'redis unavailable');
       return sendProblem(reply, problemBody(503, 'store_unavailable', 'The job store (Redis) is unreachable; retry shortly.', request), { 'retry-after': '2' });
+    }
+    if (!err.code && MULTIPART_ERROR.test(err.message ?? '')) {
+      return sendProblem(reply, problemBody(400, 'invalid_multipart', `malformed multipart/form-data body: ${err.message}`, request, [{ field: 'body', message: err.message }]));
     }
     const known = err.code ? FASTIFY_CODES[err.code] : undefined;
     if (known) return sendProblem(reply, problemBody(known.status, known.code, err.message, request));

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { buildTestApp } from '../helpers/app.js';
-import { archivePart, tarGzOf, zipList } from '../helpers/fixtures.js';
+import { archivePart, mobilenetJson, mobilenetParts, multipart, tarGzOf, zipList } from '../helpers/fixtures.js';
 import { assertNothingStored, assertProblem } from '../helpers/problems.js';
 import { FLOWERS_DIR } from '../helpers/shared-data.js';
 
@@ -61,3 +61,60 @@ for (const [label, entries] of [
     await assertNothingStored(app, dataDir, 'datasets');
   });
 }
+
+test('a multipart body without a boundary or cut short is 400 problem+json, not 500', async () => {
+  for (const url of ['/v1/datasets', '/v1/models']) {
+    const noBoundary = await app.inject({ method: 'POST', url, payload: 'abc', headers: { 'content-type': 'multipart/form-data' } });
+    assert.equal(assertProblem(noBoundary, 400, 'body').code, 'invalid_multipart');
+    const whole = multipart([{ name: url.endsWith('models') ? 'model' : 'file', filename: 'x.bin', data: Buffer.alloc(5000, 1) }]);
+    const cut = await app.inject({ method: 'POST', url, payload: whole.payload.subarray(0, 3000), headers: whole.headers });
+    assert.equal(assertProblem(cut, 400, 'body').code, 'invalid_multipart');
+  }
+  await assertNothingStored(app, dataDir, 'datasets');
+  await assertNothingStored(app, dataDir, 'models');
+});
+
+test('a model.json that is null or has a malformed weightsManifest is 422 naming the model', async () => {
+  for (const json of ['null', '[]', '{"weightsManifest":5}', '{"weightsManifest":{}}', '{"weightsManifest":[null]}', '{"weightsManifest":[{"paths":["a"],"weights":[{"name":"w"}]}]}']) {
+    const res = await app.inject({ method: 'POST', url: '/v1/models', ...multipart([{ name: 'model', filename: 'model.json', data: json }]) });
+    assertProblem(res, 422, 'model');
+  }
+  await assertNothingStored(app, dataDir, 'models');
+});
+
+test('weight shards that do not match the manifest sizes are 422 naming the weights', async () => {
+  const json = await mobilenetJson();
+  const groups = json.weightsManifest as unknown as { paths: string[]; weights: { shape: number[] }[] }[];
+  // A changed shape: the shards now hold fewer bytes than model.json describes.
+  const reshaped = structuredClone(json) as typeof json;
+  const w = (reshaped.weightsManifest as unknown as typeof groups)[0].weights[0];
+  w.shape = [w.shape[0] * 2, ...w.shape.slice(1)];
+  assertProblem(await app.inject({ method: 'POST', url: '/v1/models', ...multipart(await mobilenetParts(reshaped)) }), 422, 'weights');
+  // A shard swapped for another file of a different size.
+  const parts = await mobilenetParts();
+  const shards = parts.filter((p) => p.name === 'weights');
+  const a = shards[0];
+  const b = shards.find((p) => p.data.length !== a.data.length)!;
+  const swapped = parts.map((p) => (p === a ? { ...p, data: b.data } : p));
+  assert.notEqual(a.data.length, b.data.length);
+  const res = await app.inject({ method: 'POST', url: '/v1/models', ...multipart(swapped) });
+  assert.match(assertProblem(res, 422, 'weights').detail, new RegExp(a.filename!));
+  await assertNothingStored(app, dataDir, 'models');
+});
+
+test('422 messages name paths relative to the upload, never the server data dir', async () => {
+  const csv = await zipList([['m/manifest.csv', 'path,label,split\n../../etc/passwd.jpg,a,train\n'], ['m/img/0.jpg', jpg]]);
+  const unusable = assertProblem(await upload(csv, 'd.zip'), 422, 'file');
+  assert.match(unusable.detail, /m\/manifest\.csv line 2/);
+  const missing = await zipList([['manifest.csv', 'path,label,split\nimg/0.jpg,a,train\nimg/nope.jpg,b,train\nimg/0.jpg,a,test\nimg/0.jpg,b,test\n'], ['img/0.jpg', jpg]]);
+  const undecodable = assertProblem(await upload(missing, 'd.zip'), 422, 'file:');
+  assert.match(JSON.stringify(undecodable.errors), /img\/nope\.jpg/);
+  const model = assertProblem(await app.inject({ method: 'POST', url: '/v1/models', ...multipart([{ name: 'model', filename: 'model.json', data: '{}' }]) }), 422, 'model');
+  assert.match(model.detail, /model\.json/);
+  for (const body of [unusable, undecodable, model]) {
+    const text = JSON.stringify(body);
+    assert.doesNotMatch(text, new RegExp(dataDir));
+    assert.doesNotMatch(text, /staging|up-[A-Za-z0-9]{6}/);
+  }
+  await assertNothingStored(app, dataDir, 'datasets');
+});

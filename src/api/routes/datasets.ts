@@ -11,7 +11,7 @@ import type { DatasetRecord } from '../../queue/records.js';
 import { newId } from '../../storage/ids.js';
 import { extractArchive, findDatasetRoot } from '../archive.js';
 import type { ApiContext } from '../context.js';
-import { HttpProblem, notFound } from '../problem.js';
+import { HttpProblem, notFound, scrubPaths } from '../problem.js';
 import { ID_PARAMS, json, problems } from './common.js';
 import { assertUnused } from './usage.js';
 
@@ -47,13 +47,16 @@ export function datasetRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           const dataDir = join(staging, 'data');
           await extractArchive(archive, dataDir, { extractedBytes: ctx.config.limits.extractedBytes, entries: ctx.config.limits.archiveEntries });
           const dataPath = await findDatasetRoot(dataDir);
+          // Core messages name absolute staging paths; show them relative to the archive root.
+          const scrub = (message: string) => scrubPaths(message, [dataDir, staging], ctx.config.dataDir);
           let scan;
           try {
             scan = await scanDataset(join(dataDir, dataPath));
           } catch (err) {
-            const e = err as Error & { field?: string };
-            throw new HttpProblem(422, 'unusable_dataset', e.message, [{ field: 'file', message: e.message }]);
+            const message = scrub((err as Error).message);
+            throw new HttpProblem(422, 'unusable_dataset', message, [{ field: 'file', message }]);
           }
+          scan.rejected = scan.rejected.map((r) => ({ ...r, path: scrub(r.path), reason: scrub(r.reason) }));
           const undecodable = scan.rejected.filter((r) => /decode/i.test(r.reason));
           if (request.query.strict !== false && undecodable.length > 0) {
             throw new HttpProblem(

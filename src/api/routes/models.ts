@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
@@ -9,15 +9,48 @@ import { Model, ModelPage, ModelUpload, type ModelValue } from '../../contracts/
 import { inspectModel } from '../../cotuning/inspect.js';
 import { newId } from '../../storage/ids.js';
 import type { ApiContext } from '../context.js';
-import { HttpProblem, invalid, notFound } from '../problem.js';
+import { HttpProblem, invalid, notFound, scrubPaths } from '../problem.js';
 import { ID_PARAMS, json, problems } from './common.js';
 import { assertUnused } from './usage.js';
 
 const SHARD_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const CLASS_NAMES_FILE = 'class-names.json';
 
-interface WeightsManifestEntry {
-  paths?: unknown;
+interface ManifestGroup {
+  paths: string[];
+  weights: { name: string; shape: number[]; dtype: string; quantization?: { dtype?: string } }[];
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The weightsManifest of model.json, checked for the shape the loader relies on. */
+function parseManifest(json: unknown): ManifestGroup[] {
+  if (!isObject(json)) throw invalid('model', 'model.json must be a JSON object with modelTopology and weightsManifest');
+  const manifest = json.weightsManifest ?? [];
+  if (!Array.isArray(manifest)) throw invalid('model', 'model.json weightsManifest must be an array of {paths, weights} groups');
+  return manifest.map((group: unknown, i) => {
+    const where = `model.json weightsManifest[${i}]`;
+    if (!isObject(group) || !Array.isArray(group.paths) || !Array.isArray(group.weights)) throw invalid('model', `${where} must be an object with "paths" and "weights" arrays`);
+    if (!group.paths.every((p) => typeof p === 'string')) throw invalid('model', `${where}.paths must hold file names`);
+    group.weights.forEach((w: unknown, j) => {
+      const ok =
+        isObject(w) &&
+        typeof w.name === 'string' &&
+        typeof w.dtype === 'string' &&
+        Array.isArray(w.shape) &&
+        w.shape.every((d) => Number.isSafeInteger(d) && d >= 0) &&
+        (w.quantization === undefined || isObject(w.quantization));
+      if (!ok) throw invalid('model', `${where}.weights[${j}] needs a name, a dtype and a shape of non-negative integers`);
+    });
+    return group as unknown as ManifestGroup;
+  });
+}
+
+/** Bytes one manifest entry occupies in the shards (as the core library's loader reads them). */
+function weightBytes(w: ManifestGroup['weights'][number]): number {
+  const count = w.shape.reduce((a, b) => a * b, 1);
+  const width = w.quantization ? (w.quantization.dtype === 'uint8' ? 1 : 2) : w.dtype === 'bool' ? 1 : 4;
+  return count * width;
 }
 
 export function modelRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
@@ -74,23 +107,33 @@ export function modelRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           }
           if (!hasModel) throw invalid('model', 'the `model` part (model.json) is required', 400);
 
-          let modelJson: { weightsManifest?: WeightsManifestEntry[] };
+          let modelJson: unknown;
           try {
             modelJson = JSON.parse(await readFile(join(staging, 'model.json'), 'utf8'));
           } catch (err) {
             throw invalid('model', `model.json is not valid JSON: ${(err as Error).message}`);
           }
-          const needed = (modelJson.weightsManifest ?? []).flatMap((g) => (Array.isArray(g.paths) ? g.paths.map(String) : []));
+          const groups = parseManifest(modelJson);
+          const needed = groups.flatMap((g) => g.paths);
           const missing = needed.filter((p) => !shards.has(p));
           if (missing.length) throw invalid('weights', `weight shard(s) named in model.json are missing: ${missing.slice(0, 10).join(', ')}`);
           const extra = [...shards].filter((s) => !needed.includes(s));
           if (extra.length) throw invalid('weights', `file(s) not named in model.json weightsManifest: ${extra.slice(0, 10).join(', ')}`);
+          // A group's shards are its weights concatenated; a wrong size means a swapped or stale file.
+          for (const group of groups) {
+            const expected = group.weights.reduce((n, w) => n + weightBytes(w), 0);
+            let actual = 0;
+            for (const p of group.paths) actual += (await stat(join(staging, p))).size;
+            if (actual !== expected) {
+              throw invalid('weights', `weight file(s) ${group.paths.join(', ')} hold ${actual} bytes but model.json describes ${expected} for them (wrong or stale shard?)`);
+            }
+          }
 
           let inspection;
           try {
             inspection = await inspectModel(staging);
           } catch (err) {
-            throw invalid('model', (err as Error).message);
+            throw invalid('model', scrubPaths((err as Error).message, [staging], ctx.config.dataDir));
           }
           if (hasClassNames) {
             let names: unknown;
