@@ -84,10 +84,10 @@ test('a model.json that is null or has a malformed weightsManifest is 422 naming
 
 test('weight shards that do not match the manifest sizes are 422 naming the weights', async () => {
   const json = await mobilenetJson();
-  const groups = json.weightsManifest as unknown as { paths: string[]; weights: { shape: number[] }[] }[];
+  type Groups = { paths: string[]; weights: { shape: number[] }[] }[];
   // A changed shape: the shards now hold fewer bytes than model.json describes.
   const reshaped = structuredClone(json) as typeof json;
-  const w = (reshaped.weightsManifest as unknown as typeof groups)[0].weights[0];
+  const w = (reshaped.weightsManifest as unknown as Groups)[0].weights[0];
   w.shape = [w.shape[0] * 2, ...w.shape.slice(1)];
   assertProblem(await app.inject({ method: 'POST', url: '/v1/models', ...multipart(await mobilenetParts(reshaped)) }), 422, 'weights');
   // A shard swapped for another file of a different size.
