@@ -195,3 +195,23 @@ test('omitted optional fields take their defaults: seed 0, list limit 20, events
   assert.ok(page.json().nextCursor, 'more jobs than the default page');
   for (const url of ['/v1/datasets', '/v1/models']) assert.equal((await app.inject({ url })).statusCode, 200, url);
 });
+
+test('an events cursor past Number.MAX_SAFE_INTEGER is 400 naming it; on SSE before the stream starts', async () => {
+  const job = (await app.inject({ method: 'POST', url: '/v1/jobs', payload: body({ seed: 11 }) })).json();
+  const page = await app.inject({ url: `/v1/jobs/${job.id}/events?after=100000000000000000000` });
+  assert.equal(page.statusCode, 400, page.body);
+  assert.match(String(page.headers['content-type']), /^application\/problem\+json/);
+  assert.ok(page.json().errors.some((e: { field: string }) => e.field === 'after'));
+  // Over a real socket: a stream that started would answer 200 and then never end.
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  for (const headers of [{ 'last-event-id': '100000000000000000000' }, { 'last-event-id': 'abc' }]) {
+    const res = await fetch(`${address}/v1/jobs/${job.id}/events`, { headers: { accept: 'text/event-stream', ...headers }, signal: AbortSignal.timeout(10_000) });
+    assert.equal(res.status, 400);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    assert.ok(((await res.json()) as { errors: { field: string }[] }).errors.some((e: { field: string }) => e.field === 'header last-event-id'));
+  }
+  const sse = await fetch(`${address}/v1/jobs/${job.id}/events?after=100000000000000000000`, { headers: { accept: 'text/event-stream' }, signal: AbortSignal.timeout(10_000) });
+  assert.equal(sse.status, 400);
+  await sse.body?.cancel();
+  await app.inject({ method: 'POST', url: `/v1/jobs/${job.id}/cancel` });
+});

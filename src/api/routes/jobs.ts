@@ -29,6 +29,18 @@ const IdempotencyHeaders = Type.Object({
 
 const Accept = Type.Object({ accept: Type.Optional(Type.String({ description: '`text/event-stream` for Server-Sent Events, otherwise JSON.' })), 'last-event-id': Type.Optional(Type.String({ description: 'SSE resume point (overrides `after`).' })) });
 
+/**
+ * The SSE resume point. Checked before the stream starts: an id past what Redis can count would
+ * otherwise make every read fail and the stream wait forever.
+ */
+function lastEventId(header: string | undefined): number | undefined {
+  const value = header?.trim();
+  if (!value) return undefined;
+  const id = /^[0-9]{1,16}$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(id)) throw invalid('header last-event-id', `Last-Event-ID must be an event id (an integer from 0 to ${Number.MAX_SAFE_INTEGER})`, 400, 'validation_failed');
+  return id;
+}
+
 export function jobRoutes(ctx: ApiContext, hub: EventHub): FastifyPluginAsyncTypebox {
   const loadRecord = async (id: string): Promise<JobRecord> => {
     const record = await ctx.records.getJob(id);
@@ -226,8 +238,7 @@ export function jobRoutes(ctx: ApiContext, hub: EventHub): FastifyPluginAsyncTyp
         const record = await loadRecord(request.params.id);
         const wantsSse = (request.headers.accept ?? '').includes('text/event-stream');
         if (wantsSse) {
-          const lastId = Number.parseInt(request.headers['last-event-id'] ?? '', 10);
-          return hub.stream(request, reply, record, Number.isFinite(lastId) && lastId >= 0 ? lastId : (request.query.after ?? 0));
+          return hub.stream(request, reply, record, lastEventId(request.headers['last-event-id']) ?? request.query.after ?? 0);
         }
         const after = request.query.after ?? 0;
         const limit = request.query.limit ?? 100;
