@@ -118,3 +118,26 @@ test('422 messages name paths relative to the upload, never the server data dir'
   }
   await assertNothingStored(app, dataDir, 'datasets');
 });
+
+test('a CSV manifest without test rows is 422 at upload, naming the file', async () => {
+  const csv = await zipList([['manifest.csv', 'path,label,split\nimg/0.jpg,a,train\nimg/1.jpg,b,train\n'], ['img/0.jpg', jpg], ['img/1.jpg', jpg]]);
+  const body = assertProblem(await upload(csv, 'd.zip'), 422, 'file');
+  assert.match(body.detail, /manifest needs test rows/);
+  await assertNothingStored(app, dataDir, 'datasets');
+});
+
+test('classNames as a text field and unknown model fields are 400, not silently dropped', async () => {
+  const parts = await mobilenetParts();
+  for (const extra of [{ name: 'classNames', data: '["a"]' }, { name: 'colour', data: 'blue' }]) {
+    assertProblem(await app.inject({ method: 'POST', url: '/v1/models', ...multipart([...parts, extra]) }), 400, extra.name);
+  }
+  await assertNothingStored(app, dataDir, 'models');
+});
+
+test('a dataset upload with an extra field or a second file part is 400 naming it', async () => {
+  const archive = tarGzOf([{ name: 'train/a/0.jpg', data: jpg }, { name: 'test/a/0.jpg', data: jpg }]);
+  const file = { name: 'file', filename: 'd.tar.gz', contentType: 'application/octet-stream', data: archive };
+  assertProblem(await app.inject({ method: 'POST', url: '/v1/datasets', ...multipart([file, { name: 'strict', data: 'false' }]) }), 400, 'strict');
+  assertProblem(await app.inject({ method: 'POST', url: '/v1/datasets', ...multipart([file, file]) }), 400, 'file');
+  await assertNothingStored(app, dataDir, 'datasets');
+});

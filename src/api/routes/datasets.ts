@@ -11,7 +11,7 @@ import type { DatasetRecord } from '../../queue/records.js';
 import { newId } from '../../storage/ids.js';
 import { extractArchive, findDatasetRoot } from '../archive.js';
 import type { ApiContext } from '../context.js';
-import { HttpProblem, notFound, scrubPaths } from '../problem.js';
+import { HttpProblem, invalid, notFound, scrubPaths } from '../problem.js';
 import { ID_PARAMS, json, problems } from './common.js';
 import { assertUnused } from './usage.js';
 
@@ -38,11 +38,19 @@ export function datasetRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
         if (!request.isMultipart()) throw new HttpProblem(415, 'unsupported_media_type', 'send the archive as multipart/form-data', [{ field: 'file', message: 'expected multipart/form-data' }]);
         const staging = await ctx.store.staging();
         try {
-          const part = await request.file({ limits: { fileSize: ctx.config.limits.datasetBytes, files: 1, fields: 4 } });
-          if (!part || part.fieldname !== 'file') throw new HttpProblem(400, 'missing_file', 'the multipart body needs a `file` part with the archive', [{ field: 'file', message: 'required' }]);
           const archive = join(staging, 'upload.bin');
-          await pipeline(part.file, createWriteStream(archive));
-          if (part.file.truncated) throw new HttpProblem(413, 'too_large', `archive larger than ${ctx.config.limits.datasetBytes} bytes`, [{ field: 'file', message: 'too large' }]);
+          let filename: string | undefined;
+          // Exactly one `file` part: anything else would be silently ignored, so it is refused.
+          for await (const part of request.parts({ limits: { fileSize: ctx.config.limits.datasetBytes, files: 2, fields: 4 } })) {
+            if (part.type === 'field' || part.fieldname !== 'file') {
+              throw invalid(part.fieldname, `unexpected multipart ${part.type === 'field' ? 'field' : 'file'} "${part.fieldname}" (send only one \`file\` part with the archive)`, 400);
+            }
+            if (filename !== undefined) throw invalid('file', 'send exactly one `file` part', 400);
+            await pipeline(part.file, createWriteStream(archive));
+            if (part.file.truncated) throw new HttpProblem(413, 'too_large', `archive larger than ${ctx.config.limits.datasetBytes} bytes`, [{ field: 'file', message: 'too large' }]);
+            filename = part.filename ?? '';
+          }
+          if (filename === undefined) throw new HttpProblem(400, 'missing_file', 'the multipart body needs a `file` part with the archive', [{ field: 'file', message: 'required' }]);
           const bytes = (await stat(archive)).size;
           const dataDir = join(staging, 'data');
           await extractArchive(archive, dataDir, { extractedBytes: ctx.config.limits.extractedBytes, entries: ctx.config.limits.archiveEntries });
@@ -57,6 +65,14 @@ export function datasetRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
             throw new HttpProblem(422, 'unusable_dataset', message, [{ field: 'file', message }]);
           }
           scan.rejected = scan.rejected.map((r) => ({ ...r, path: scrub(r.path), reason: scrub(r.reason) }));
+          // Every job evaluates on the test split; refuse now rather than fail each job later.
+          if (!Object.values(scan.counts.test ?? {}).some((n) => n > 0)) {
+            const message =
+              scan.layout === 'csv-manifest'
+                ? 'the CSV manifest needs test rows (a split column with "test" on some rows)'
+                : 'the dataset needs a test split (a test/ folder of class folders)';
+            throw new HttpProblem(422, 'unusable_dataset', message, [{ field: 'file', message }]);
+          }
           const undecodable = scan.rejected.filter((r) => /decode/i.test(r.reason));
           if (request.query.strict !== false && undecodable.length > 0) {
             throw new HttpProblem(
@@ -71,7 +87,7 @@ export function datasetRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           const images = Object.values(scan.counts).reduce((n, perClass) => n + Object.values(perClass).reduce((a, b) => a + b, 0), 0);
           const record: DatasetRecord = {
             id,
-            name: (part.filename || 'dataset').slice(0, 200),
+            name: (filename || 'dataset').slice(0, 200),
             layout: scan.layout,
             classes: scan.classes,
             counts: scan.counts,

@@ -81,7 +81,10 @@ export function modelRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           let total = 0;
           for await (const part of request.parts({ limits: { fileSize: limit, files: 1000, fields: 10, parts: 1100 } })) {
             if (part.type === 'field') {
+              // Only `name` is a text field; dropping others (e.g. classNames as text) would lose input silently.
               if (part.fieldname === 'name') name = String(part.value).slice(0, 200);
+              else if (part.fieldname === 'classNames') throw invalid('classNames', 'send classNames as a file part (a JSON array of class names), not a text field', 400);
+              else throw invalid(part.fieldname, `unexpected multipart field "${part.fieldname}" (expected model, weights, classNames, name)`, 400);
               continue;
             }
             let target: string;
