@@ -35,7 +35,7 @@ export const listDatasets = <ThrowOnError extends boolean = false>(options?: Opt
 /**
  * Upload a dataset archive
  *
- * Multipart upload with one `file` part: a .zip or .tar.gz of an image-folder tree, split folders (train/val/test), or a CSV manifest with its images. The archive is scanned and every image decoded; nothing is stored unless the upload is accepted.
+ * Multipart upload with one `file` part: a .zip or .tar.gz of an image-folder tree, split folders (train/val/test), or a CSV manifest with its images. Any other part is refused with 400. The archive is scanned and every image decoded; a dataset without test images is refused with 422; nothing is stored unless the upload is accepted.
  */
 export const uploadDataset = <ThrowOnError extends boolean = false>(options: Options<UploadDatasetData, ThrowOnError>) => (options.client ?? client).post<UploadDatasetResponses, UploadDatasetErrors, ThrowOnError>({
     ...formDataBodySerializer,
@@ -166,7 +166,7 @@ export const listModels = <ThrowOnError extends boolean = false>(options?: Optio
 /**
  * Upload a pre-trained TF.js layers model
  *
- * Multipart: `model` (model.json), one `weights` part per shard named in its weightsManifest (the part file name must match), optional `classNames` (JSON array of source class names) and `name`. A model without a usable source classifier head is refused with 422.
+ * Multipart: `model` (model.json), one `weights` part per shard named in its weightsManifest (the part file name must match), optional `classNames` (a file part holding a JSON array of source class names) and `name` (text). Other parts are refused with 400. The shards of each weight group must hold exactly the bytes its manifest entries describe (422 `weights`). A model without a usable source classifier head is refused with 422.
  */
 export const uploadModel = <ThrowOnError extends boolean = false>(options: Options<UploadModelData, ThrowOnError>) => (options.client ?? client).post<UploadModelResponses, UploadModelErrors, ThrowOnError>({
     ...formDataBodySerializer,

@@ -26,7 +26,7 @@ export function datasetRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           operationId: 'uploadDataset',
           summary: 'Upload a dataset archive',
           description:
-            'Multipart upload with one `file` part: a .zip or .tar.gz of an image-folder tree, split folders (train/val/test), or a CSV manifest with its images. The archive is scanned and every image decoded; nothing is stored unless the upload is accepted.',
+            'Multipart upload with one `file` part: a .zip or .tar.gz of an image-folder tree, split folders (train/val/test), or a CSV manifest with its images. Any other part is refused with 400. The archive is scanned and every image decoded; a dataset without test images is refused with 422; nothing is stored unless the upload is accepted.',
           tags: ['datasets'],
           consumes: ['multipart/form-data'],
           querystring: DatasetUploadQuery,

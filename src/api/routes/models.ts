@@ -62,7 +62,7 @@ export function modelRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           operationId: 'uploadModel',
           summary: 'Upload a pre-trained TF.js layers model',
           description:
-            'Multipart: `model` (model.json), one `weights` part per shard named in its weightsManifest (the part file name must match), optional `classNames` (JSON array of source class names) and `name`. A model without a usable source classifier head is refused with 422.',
+            'Multipart: `model` (model.json), one `weights` part per shard named in its weightsManifest (the part file name must match), optional `classNames` (a file part holding a JSON array of source class names) and `name` (text). Other parts are refused with 400. The shards of each weight group must hold exactly the bytes its manifest entries describe (422 `weights`). A model without a usable source classifier head is refused with 422.',
           tags: ['models'],
           consumes: ['multipart/form-data'],
           response: { 201: json(ref(Model), 'The stored model with its detected source head.'), ...problems(400, 413, 415, 422) },
