@@ -189,14 +189,7 @@ export const JobResult = Type.Object({
   backend: Type.String(),
   seconds: Type.Number(),
   gain: Type.Optional(Type.Number()),
-  results: Type.Array(Type.Object({
-    method: Type.Union([Type.Literal('co-tuning'), Type.Literal('fine-tune')]),
-    top1: Type.Number(),
-    top5: Type.Number(),
-    bestValTop1: Type.Number(),
-    bestStep: Type.Integer(),
-    seconds: Type.Number(),
-  })),
+  results: Type.Array(MethodSummary),
   artifacts: Type.Array(ArtifactShape),
 });
 export type JobResultValue = Static<typeof JobResult>;
