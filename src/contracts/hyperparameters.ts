@@ -1,28 +1,37 @@
 import { Type, type Static } from 'typebox';
+import { NUMBER_RULES } from '../cotuning/hyperparameters.js';
+import type { Hyperparameters as CoreHyperparameters } from '../cotuning/types.js';
+
+/** A number schema with the core library's bounds for `name`, so the contract and the library agree. */
+function bounded(name: keyof CoreHyperparameters, options: { description?: string } = {}) {
+  const rule = NUMBER_RULES[name]!;
+  const low = rule.minExclusive ? { exclusiveMinimum: rule.min } : { minimum: rule.min };
+  return rule.integer ? Type.Integer({ ...low, maximum: rule.max, ...options }) : Type.Number({ ...low, maximum: rule.max, ...options });
+}
 
 /** Every tunable of the core library (src/cotuning/types.ts Hyperparameters), with bounds. */
 const fields = {
-  lambda: Type.Number({ minimum: 0, description: 'λ: weight of the source-head (Co-Tuning) term; 0 = fine-tuning.' }),
-  lrBackbone: Type.Number({ exclusiveMinimum: 0 }),
-  lrSourceHead: Type.Number({ minimum: 0 }),
-  lrTargetHead: Type.Number({ exclusiveMinimum: 0 }),
-  momentum: Type.Number({ minimum: 0, maximum: 1 }),
-  weightDecay: Type.Number({ minimum: 0 }),
-  batchSize: Type.Integer({ minimum: 1, maximum: 4096 }),
-  iterations: Type.Integer({ minimum: 1, description: 'Optimiser steps; `epochs` wins when set.' }),
-  epochs: Type.Integer({ minimum: 1 }),
+  lambda: bounded('lambda', { description: 'λ: weight of the source-head (Co-Tuning) term; 0 = fine-tuning.' }),
+  lrBackbone: bounded('lrBackbone'),
+  lrSourceHead: bounded('lrSourceHead'),
+  lrTargetHead: bounded('lrTargetHead'),
+  momentum: bounded('momentum'),
+  weightDecay: bounded('weightDecay'),
+  batchSize: bounded('batchSize'),
+  iterations: bounded('iterations', { description: 'Optimiser steps; `epochs` wins when set.' }),
+  epochs: bounded('epochs'),
   lrDecayAt: Type.Array(Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1 }), { maxItems: 16, description: 'Fractions of the run at which learning rates are multiplied by `lrDecayFactor`.' }),
-  lrDecayFactor: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
-  imageSize: Type.Integer({ minimum: 8, maximum: 1024, description: 'Square input size; default: the model input size.' }),
-  samplingRate: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
-  valFraction: Type.Number({ minimum: 0, exclusiveMaximum: 1 }),
+  lrDecayFactor: bounded('lrDecayFactor'),
+  imageSize: bounded('imageSize', { description: 'Square input size; default: the model input size.' }),
+  samplingRate: bounded('samplingRate'),
+  valFraction: bounded('valFraction'),
   relationship: Type.Union([Type.Literal('direct'), Type.Literal('reverse')]),
-  temperature: Type.Number({ exclusiveMinimum: 0 }),
+  temperature: bounded('temperature'),
   augment: Type.Boolean(),
-  cropScaleMin: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
+  cropScaleMin: bounded('cropScaleMin'),
   freezeBelow: Type.String({ minLength: 1, maxLength: 200 }),
   headLayer: Type.String({ minLength: 1, maxLength: 200 }),
-  evalEvery: Type.Integer({ minimum: 1 }),
+  evalEvery: bounded('evalEvery'),
 };
 
 const { epochs, imageSize, freezeBelow, headLayer, ...required } = fields;

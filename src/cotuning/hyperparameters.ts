@@ -26,8 +26,9 @@ export const DEFAULT_HYPERPARAMETERS: Readonly<Hyperparameters> = Object.freeze(
   evalEvery: 10,
 });
 
-type NumberRule = { min: number; max: number; integer?: boolean; minExclusive?: boolean };
-const NUMBER_RULES: Partial<Record<keyof Hyperparameters, NumberRule>> = {
+export type NumberRule = { min: number; max: number; integer?: boolean; minExclusive?: boolean };
+/** Bounds of every numeric hyperparameter; the service's request schema is built from these. */
+export const NUMBER_RULES: Readonly<Partial<Record<keyof Hyperparameters, NumberRule>>> = {
   lambda: { min: 0, max: 100 },
   lrBackbone: { min: 0, max: 10 },
   lrSourceHead: { min: 0, max: 10 },

@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { findDrift } from '../../openapi/drift.js';
 import { SPEC_PATH } from '../../openapi/paths.js';
+import { NUMBER_RULES } from '../../src/cotuning/hyperparameters.js';
 
 interface Schema {
   $ref?: string;
@@ -284,4 +285,14 @@ describe('openapi/openapi.json', () => {
       assert.ok(op.responses['401'], `${label} can answer 401`);
     }
   });
+});
+
+test('hyperparameter bounds in the contract are the core library’s, so the API and the worker agree', () => {
+  const input = (doc.components?.schemas as Record<string, { properties: Record<string, Record<string, number>> }>).HyperparametersInput;
+  for (const [name, rule] of Object.entries(NUMBER_RULES)) {
+    const property = input.properties[name];
+    assert.ok(property, `HyperparametersInput.${name} is documented`);
+    assert.equal(property.maximum, rule.max, `${name} maximum`);
+    assert.equal(rule.minExclusive ? property.exclusiveMinimum : property.minimum, rule.min, `${name} minimum`);
+  }
 });
