@@ -292,55 +292,43 @@ function checkDilation(d: Pair | null | undefined, fastBackends: ReadonlySet<str
  * own gradients reject dilation > 1). Non-dilated convolutions call the same kernels with
  * the same attributes as tfjs-core does.
  */
+/** Gradient config of a convolution whose input and filter gradients are the two named kernels. */
+function convGradConfig(
+  kernelName: string,
+  inputGradKernel: string,
+  filterGradKernel: string,
+  commonAttrs: (a: ConvAttrs) => Record<string, unknown>,
+  fastBackends: ReadonlySet<string>,
+): tf.GradConfig {
+  return {
+    kernelName,
+    inputsToSave: ['x', 'filter'],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, filter] = saved;
+      const a = attrs as unknown as ConvAttrs;
+      checkDilation(a.dilations, fastBackends);
+      const common = commonAttrs(a);
+      return {
+        x: () => tf.engine().runKernel(inputGradKernel, { dy: dy as tf.Tensor, filter }, { ...common, inputShape: x.shape } as unknown as tf.NamedAttrMap) as tf.Tensor,
+        filter: () => tf.engine().runKernel(filterGradKernel, { x, dy: dy as tf.Tensor }, { ...common, filterShape: filter.shape } as unknown as tf.NamedAttrMap) as tf.Tensor,
+      };
+    },
+  };
+}
+
 export const convGradConfigs = (fastBackends: ReadonlySet<string>): tf.GradConfig[] => [
-  {
-    kernelName: 'Conv2D',
-    inputsToSave: ['x', 'filter'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x, filter] = saved;
-      const a = attrs as unknown as ConvAttrs;
-      checkDilation(a.dilations, fastBackends);
-      const common = {
-        strides: a.strides,
-        pad: a.pad,
-        dataFormat: a.dataFormat,
-        dimRoundingMode: a.dimRoundingMode,
-        dilations: a.dilations,
-      };
-      return {
-        x: () =>
-          tf.engine().runKernel('Conv2DBackpropInput', { dy: dy as tf.Tensor, filter }, {
-            ...common,
-            inputShape: x.shape,
-          } as unknown as tf.NamedAttrMap) as tf.Tensor,
-        filter: () =>
-          tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: dy as tf.Tensor }, {
-            ...common,
-            filterShape: filter.shape,
-          } as unknown as tf.NamedAttrMap) as tf.Tensor,
-      };
-    },
-  },
-  {
-    kernelName: 'DepthwiseConv2dNative',
-    inputsToSave: ['x', 'filter'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x, filter] = saved;
-      const a = attrs as unknown as ConvAttrs;
-      checkDilation(a.dilations, fastBackends);
-      const common = { strides: a.strides, pad: a.pad, dimRoundingMode: a.dimRoundingMode, dilations: a.dilations ?? [1, 1] };
-      return {
-        x: () =>
-          tf.engine().runKernel('DepthwiseConv2dNativeBackpropInput', { dy: dy as tf.Tensor, filter }, {
-            ...common,
-            inputShape: x.shape,
-          } as unknown as tf.NamedAttrMap) as tf.Tensor,
-        filter: () =>
-          tf.engine().runKernel('DepthwiseConv2dNativeBackpropFilter', { x, dy: dy as tf.Tensor }, {
-            ...common,
-            filterShape: filter.shape,
-          } as unknown as tf.NamedAttrMap) as tf.Tensor,
-      };
-    },
-  },
+  convGradConfig(
+    'Conv2D',
+    'Conv2DBackpropInput',
+    'Conv2DBackpropFilter',
+    (a) => ({ strides: a.strides, pad: a.pad, dataFormat: a.dataFormat, dimRoundingMode: a.dimRoundingMode, dilations: a.dilations }),
+    fastBackends,
+  ),
+  convGradConfig(
+    'DepthwiseConv2dNative',
+    'DepthwiseConv2dNativeBackpropInput',
+    'DepthwiseConv2dNativeBackpropFilter',
+    (a) => ({ strides: a.strides, pad: a.pad, dimRoundingMode: a.dimRoundingMode, dilations: a.dilations ?? [1, 1] }),
+    fastBackends,
+  ),
 ];
