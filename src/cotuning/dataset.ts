@@ -216,6 +216,11 @@ export async function verifyImages(paths: string[], concurrency = 8): Promise<{ 
   return bad.sort((a, b) => a.path.localeCompare(b.path));
 }
 
+/** The folder image paths are relative to: the manifest's folder, or the dataset root. */
+export function dataRoot(index: DatasetIndex): string {
+  return index.layout === 'csv-manifest' ? dirname(index.root) : index.root;
+}
+
 /** Index and fully decode-check a dataset, summarised per split and class (used for uploads). */
 export async function scanDataset(dataPath: string): Promise<DatasetScan> {
   const index = await indexDataset(dataPath);
@@ -227,7 +232,7 @@ export async function scanDataset(dataPath: string): Promise<DatasetScan> {
     const perClass = (counts[item.split] ??= Object.fromEntries(index.classes.map((c) => [c, 0])));
     perClass[index.classes[item.label]]++;
   }
-  const rel = (p: string) => relative(index.layout === 'csv-manifest' ? dirname(index.root) : index.root, p);
+  const rel = (p: string) => relative(dataRoot(index), p);
   return {
     layout: index.layout,
     classes: index.classes,

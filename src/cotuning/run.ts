@@ -1,7 +1,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { selectBackend } from './backend/select.js';
-import { indexDataset, planSplits, type DatasetIndex, type SplitPlan } from './dataset.js';
+import { dataRoot, indexDataset, planSplits, type DatasetIndex, type SplitPlan } from './dataset.js';
 import { InvalidInputError, throwIfAborted } from './errors.js';
 import { classificationMetrics, predictLogits } from './evaluate.js';
 import { resolveHyperparameters } from './hyperparameters.js';
@@ -251,8 +251,8 @@ async function runMethod(
         rule: ctx.plan.rule,
         hash: ctx.plan.hash,
         classes: ctx.index.classes,
-        train: ctx.plan.train.map((i) => relative(ctx.index.root, i.path)),
-        val: ctx.plan.val.map((i) => relative(ctx.index.root, i.path)),
+        train: ctx.plan.train.map((i) => relative(dataRoot(ctx.index), i.path)),
+        val: ctx.plan.val.map((i) => relative(dataRoot(ctx.index), i.path)),
         testCount: ctx.plan.test.length,
       }),
     );
