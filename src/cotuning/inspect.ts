@@ -8,6 +8,7 @@ import type { ModelInspection } from './types.js';
 export { scanDataset } from './dataset.js';
 export { DEFAULT_HYPERPARAMETERS, resolveHyperparameters } from './hyperparameters.js';
 export { InvalidInputError } from './errors.js';
+export { weightBytes } from './model-spec.js';
 
 /** Input shape, source head and class count of the model in `dir`; throws "no usable source head" when there is none. */
 export async function inspectModel(dir: string, headLayer?: string): Promise<ModelInspection> {

@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { InvalidInputError } from './errors.js';
-import { readModelJson, type ModelJson } from './model-spec.js';
+import { readModelJson, weightBytes, type ModelJson } from './model-spec.js';
 
 export { readModelJson, type ModelJson };
 
@@ -41,12 +41,6 @@ export function directoryLoader(
       });
     },
   };
-}
-
-function weightBytes(w: tf.io.WeightsManifestEntry): number {
-  const count = w.shape.reduce((a, b) => a * b, 1);
-  const width = w.quantization ? (w.quantization.dtype === 'uint8' ? 1 : 2) : w.dtype === 'bool' ? 1 : 4;
-  return count * width;
 }
 
 /** Load a LayersModel from a directory, optionally overriding the square input size. */

@@ -183,3 +183,10 @@ export function resolveImageSize(inspection: ModelInspection, requested?: number
   if (!(size > 0)) throw new InvalidInputError('hyperparameters.imageSize', 'hyperparameters.imageSize: the model has no fixed input size; set one');
   return size;
 }
+
+/** Bytes one weightsManifest entry occupies in the weight files (quantised entries are 1 or 2 bytes wide). */
+export function weightBytes(w: { shape: number[]; dtype: string; quantization?: { dtype?: string } }): number {
+  const count = w.shape.reduce((a, b) => a * b, 1);
+  const width = w.quantization ? (w.quantization.dtype === 'uint8' ? 1 : 2) : w.dtype === 'bool' ? 1 : 4;
+  return count * width;
+}

@@ -6,7 +6,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { PageQuery, ref } from '../../contracts/common.js';
 import { Model, ModelPage, ModelUpload, type ModelValue } from '../../contracts/models.js';
-import { inspectModel } from '../../cotuning/inspect.js';
+import { inspectModel, weightBytes } from '../../cotuning/inspect.js';
 import { newId } from '../../storage/ids.js';
 import type { ApiContext } from '../context.js';
 import { HttpProblem, invalid, notFound, scrubPaths } from '../problem.js';
@@ -44,13 +44,6 @@ function parseManifest(json: unknown): ManifestGroup[] {
     });
     return group as unknown as ManifestGroup;
   });
-}
-
-/** Bytes one manifest entry occupies in the shards (as the core library's loader reads them). */
-function weightBytes(w: ManifestGroup['weights'][number]): number {
-  const count = w.shape.reduce((a, b) => a * b, 1);
-  const width = w.quantization ? (w.quantization.dtype === 'uint8' ? 1 : 2) : w.dtype === 'bool' ? 1 : 4;
-  return count * width;
 }
 
 export function modelRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
