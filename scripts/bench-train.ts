@@ -167,7 +167,7 @@ async function main(): Promise<void> {
   if (backend === 'wasm') setThreadsCount(threads);
   if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} unavailable`);
   await tf.ready();
-  if (!args.stock) registerFastGradients(backend);
+  if (!args.stock) await registerFastGradients(backend);
   const rows: Row[] = [];
   const table: string[] = [];
   for (const size of (args.sizes ?? '96').split(',').map(Number)) {

@@ -343,7 +343,7 @@ describe('fast gradients', () => {
   for (const backend of ['wasm', 'cpu']) {
     it(`${backend}: every gradient matches the stock CPU kernels (rel. error ≤ ${TOL})`, async (t) => {
       assert.ok(await tf.setBackend(backend));
-      registerFastGradients(backend);
+      await registerFastGradients(backend);
       let worst = 0;
       for (const c of cases) {
         const got = c.run();
@@ -362,8 +362,8 @@ describe('fast gradients', () => {
 
   it('wasm: one MobileNet training step gives the CPU stock weights; no leaks, no CPU fallback', async (t) => {
     assert.ok(await tf.setBackend('wasm'));
-    registerFastGradients('wasm');
-    registerFastGradients('wasm'); // idempotent
+    await registerFastGradients('wasm');
+    await registerFastGradients('wasm'); // idempotent
     const cpu = tf.findBackend('cpu') as tf.KernelBackend;
     const cpuData = cpu.numDataIds();
     const counts: number[] = [];

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { KernelScope, withScope } from './kernel-ops.js';
+import { wasmKernels } from './wasm-kernels.js';
 
 /**
  * Convolution gradients built only from forward kernels (conv, depthwise conv, matMul,
@@ -211,6 +212,8 @@ export function depthwiseBackpropFilter(
   const [kh, kw, ch, mult] = filterShape;
   const [n, h, w] = x.shape;
   const [, ho, wo] = dy.shape;
+  const own = wasmKernels(s.backend);
+  if (mult === 1 && own) return s.adopt(own.depthwiseFilterGrad(x, dy, c));
   if (mult === 1 && ch <= SMALL_DEPTHWISE) {
     // Few channels: the full channel×channel filter gradient as one dense conv (XNNPACK GEMM),
     // then its diagonal. C× the FLOPs, but faster than the grouped conv below for C ≤ 16.

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { patchRelu6Activation, relu6MaskGradKernel } from './activations.js';
 import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
 import { convGradConfigs, convGradKernels } from './conv-grads.js';
+import { loadWasmKernels } from './wasm-kernels.js';
 import { fusedBatchNormGradConfig, identityKernel, matMulGradConfig, relu6GradConfig, relu6GradKernel } from './misc-grads.js';
 
 /**
@@ -16,6 +17,7 @@ import { fusedBatchNormGradConfig, identityKernel, matMulGradConfig, relu6GradCo
 /** Backends that get the kernels below; others (tfjs-node) have fast native gradients. */
 const SUPPORTED = new Set(['wasm', 'cpu']);
 const registered = new Set<string>();
+const registering = new Map<string, Promise<void>>();
 let gradientsRegistered = false;
 
 function replaceKernel(config: tf.KernelConfig): void {
@@ -29,9 +31,23 @@ function replaceGradient(config: tf.GradConfig): void {
   tf.registerGradient(config);
 }
 
-/** Register the fast gradient kernels on `backend` ('wasm' or 'cpu'; others are ignored). Idempotent. */
-export function registerFastGradients(backend: string): void {
-  if (!SUPPORTED.has(backend) || registered.has(backend)) return;
+/**
+ * Register the fast gradient kernels on `backend` ('wasm' or 'cpu'; others are ignored).
+ * Call after the backend is initialised (tf.setBackend + tf.ready). Idempotent.
+ */
+export function registerFastGradients(backend: string): Promise<void> {
+  if (!SUPPORTED.has(backend)) return Promise.resolve();
+  let pending = registering.get(backend);
+  if (!pending) {
+    pending = register(backend);
+    registering.set(backend, pending);
+  }
+  return pending;
+}
+
+async function register(backend: string): Promise<void> {
+  const instance = tf.findBackend(backend);
+  if (backend === 'wasm' && instance) await loadWasmKernels(instance);
   for (const config of convGradKernels(backend)) replaceKernel(config);
   for (const config of batchNormKernels(backend)) replaceKernel(config);
   replaceKernel(relu6GradKernel(backend));

@@ -26,6 +26,12 @@ export class KernelScope {
     return out;
   }
 
+  /** Takes ownership of a tensor made outside the registry (our own WASM kernels). */
+  adopt(t: TensorInfo): TensorInfo {
+    this.temps.push(t);
+    return t;
+  }
+
   reshape(x: TensorInfo, shape: number[]): TensorInfo {
     if (shape.length === x.shape.length && shape.every((d, i) => d === x.shape[i])) return x;
     return this.run('Reshape', { x }, { shape });

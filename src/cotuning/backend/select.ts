@@ -49,7 +49,7 @@ async function tryBackend(choice: BackendChoice, options: SelectBackendOptions):
   if (choice === 'wasm' && options.wasmThreads !== undefined) setThreadsCount(options.wasmThreads);
   if (!(await tf.setBackend(choice))) return undefined;
   await tf.ready();
-  registerFastGradients(choice);
+  await registerFastGradients(choice);
   return { name: choice, tfBackend: choice, threads: choice === 'wasm' ? getThreadsCount() : 1 };
 }
 

@@ -1,0 +1,91 @@
+;; Hand-written WASM SIMD kernels for gradients that XNNPACK has no fast form for.
+;; They run in the TF.js WASM backend's own memory (imported), on tensors in place:
+;; every pointer is a byte offset of a float32 NHWC buffer in that memory.
+(module
+  (import "tfjs" "memory" (memory 1))
+
+  ;; Depthwise convolution filter gradient, depth multiplier 1:
+  ;;   out[ky, kx, c] = sum over b, oy, ox of x[b, iy, ix, c] * dy[b, oy, ox, c]
+  ;;   with iy = oy*sh + ky*dh - pt, ix = ox*sw + kx*dw - pl (taps outside x are zero padding).
+  ;; One pass over dy; each dy pixel meets the x pixels of its kh*kw taps while both are in
+  ;; cache, and the [kh, kw, c] accumulator stays in L1.
+  (func (export "depthwiseFilterGrad")
+    (param $x i32) (param $dy i32) (param $out i32)
+    (param $n i32) (param $h i32) (param $w i32) (param $c i32)
+    (param $ho i32) (param $wo i32) (param $kh i32) (param $kw i32)
+    (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
+    (param $pt i32) (param $pl i32)
+    (local $cBytes i32) (local $vecBytes i32)
+    (local $b i32) (local $oy i32) (local $ox i32) (local $ky i32) (local $kx i32)
+    (local $iy i32) (local $ix i32)
+    (local $dyPix i32) (local $xRow i32) (local $xPix i32) (local $oTap i32) (local $i i32)
+
+    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
+    ;; Channels handled 4 at a time; the remainder (c mod 4) one at a time.
+    (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
+    (memory.fill (local.get $out) (i32.const 0)
+      (i32.mul (i32.mul (local.get $kh) (local.get $kw)) (local.get $cBytes)))
+    (local.set $dyPix (local.get $dy))
+
+    (local.set $b (i32.const 0))
+    (block $bDone (loop $bLoop
+      (br_if $bDone (i32.ge_u (local.get $b) (local.get $n)))
+      (local.set $oy (i32.const 0))
+      (block $oyDone (loop $oyLoop
+        (br_if $oyDone (i32.ge_u (local.get $oy) (local.get $ho)))
+        (local.set $ox (i32.const 0))
+        (block $oxDone (loop $oxLoop
+          (br_if $oxDone (i32.ge_u (local.get $ox) (local.get $wo)))
+          (local.set $ky (i32.const 0))
+          (block $kyDone (loop $kyLoop
+            (br_if $kyDone (i32.ge_u (local.get $ky) (local.get $kh)))
+            (local.set $iy (i32.sub
+              (i32.add (i32.mul (local.get $oy) (local.get $sh)) (i32.mul (local.get $ky) (local.get $dh)))
+              (local.get $pt)))
+            ;; Unsigned compare also rejects negative rows (top padding).
+            (if (i32.lt_u (local.get $iy) (local.get $h)) (then
+              (local.set $xRow (i32.add (local.get $x)
+                (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h)) (local.get $iy))
+                         (i32.mul (local.get $w) (local.get $cBytes)))))
+              (local.set $kx (i32.const 0))
+              (block $kxDone (loop $kxLoop
+                (br_if $kxDone (i32.ge_u (local.get $kx) (local.get $kw)))
+                (local.set $ix (i32.sub
+                  (i32.add (i32.mul (local.get $ox) (local.get $sw)) (i32.mul (local.get $kx) (local.get $dw)))
+                  (local.get $pl)))
+                (if (i32.lt_u (local.get $ix) (local.get $w)) (then
+                  (local.set $xPix (i32.add (local.get $xRow) (i32.mul (local.get $ix) (local.get $cBytes))))
+                  (local.set $oTap (i32.add (local.get $out)
+                    (i32.mul (i32.add (i32.mul (local.get $ky) (local.get $kw)) (local.get $kx)) (local.get $cBytes))))
+                  (local.set $i (i32.const 0))
+                  (block $vDone (loop $vLoop
+                    (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
+                    (v128.store (i32.add (local.get $oTap) (local.get $i))
+                      (f32x4.add
+                        (v128.load (i32.add (local.get $oTap) (local.get $i)))
+                        (f32x4.mul
+                          (v128.load (i32.add (local.get $xPix) (local.get $i)))
+                          (v128.load (i32.add (local.get $dyPix) (local.get $i))))))
+                    (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                    (br $vLoop)))
+                  (block $sDone (loop $sLoop
+                    (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+                    (f32.store (i32.add (local.get $oTap) (local.get $i))
+                      (f32.add
+                        (f32.load (i32.add (local.get $oTap) (local.get $i)))
+                        (f32.mul
+                          (f32.load (i32.add (local.get $xPix) (local.get $i)))
+                          (f32.load (i32.add (local.get $dyPix) (local.get $i))))))
+                    (local.set $i (i32.add (local.get $i) (i32.const 4)))
+                    (br $sLoop)))))
+                (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                (br $kxLoop)))))
+            (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+            (br $kyLoop)))
+          (local.set $dyPix (i32.add (local.get $dyPix) (local.get $cBytes)))
+          (local.set $ox (i32.add (local.get $ox) (i32.const 1)))
+          (br $oxLoop)))
+        (local.set $oy (i32.add (local.get $oy) (i32.const 1)))
+        (br $oyLoop)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $bLoop)))))

@@ -1,0 +1,96 @@
+import { readFileSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import wabt from 'wabt';
+
+/**
+ * Our own WASM SIMD kernels (kernels.wat), running inside the TF.js WASM backend's memory so
+ * that they read and write its tensors in place. They cover gradients that XNNPACK has no
+ * fast form for; everything else stays with the backend's kernels.
+ */
+
+type TensorInfo = tf.TensorInfo;
+
+/** The part of the WebAssembly API used here (@types/node 20 does not declare it). */
+interface WebAssemblyApi {
+  Memory: abstract new (...args: never[]) => object;
+  validate(binary: Uint8Array): boolean;
+  instantiate(binary: Uint8Array, imports: object): Promise<{ instance: { exports: object } }>;
+}
+const WebAssembly = (globalThis as unknown as { WebAssembly: WebAssemblyApi }).WebAssembly;
+
+/** The parts of tfjs-backend-wasm's BackendWasm that the kernels need (not in its public types). */
+interface WasmBackendInternals {
+  wasm: { asm: { memory?: object } };
+  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
+  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+}
+
+interface KernelExports {
+  depthwiseFilterGrad(
+    x: number, dy: number, out: number,
+    n: number, h: number, w: number, c: number,
+    ho: number, wo: number, kh: number, kw: number,
+    sh: number, sw: number, dh: number, dw: number,
+    pt: number, pl: number,
+  ): void;
+}
+
+export interface WasmKernels {
+  /** dW of a depth-multiplier-1 depthwise convolution, as a [kh, kw, c, 1] tensor. */
+  depthwiseFilterGrad(x: TensorInfo, dy: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo;
+}
+
+const loaded = new WeakMap<object, WasmKernels>();
+
+/** Source is assembled at start-up (a few ms) so the repository holds only readable text. */
+async function assemble(): Promise<Uint8Array> {
+  const source = readFileSync(new URL('./kernels.wat', import.meta.url), 'utf8');
+  const module = (await wabt()).parseWat('kernels.wat', source, { simd: true, bulk_memory: true });
+  try {
+    module.validate();
+    return module.toBinary({}).buffer;
+  } finally {
+    module.destroy();
+  }
+}
+
+/**
+ * Instantiates the kernels against `backend`'s memory. Returns false (and the callers keep
+ * their composite versions) when the backend is not WASM or the runtime lacks WASM SIMD.
+ */
+export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolean> {
+  if (loaded.has(backend)) return true;
+  const internals = backend as unknown as WasmBackendInternals;
+  const memory = internals.wasm?.asm?.memory;
+  if (!(memory instanceof WebAssembly.Memory)) return false;
+  const binary = await assemble();
+  if (!WebAssembly.validate(binary)) return false;
+  const { instance } = await WebAssembly.instantiate(binary, { tfjs: { memory } });
+  const exports = instance.exports as unknown as KernelExports;
+
+  const offset = (t: TensorInfo): number => {
+    const data = internals.dataIdMap.get(t.dataId);
+    if (!data) throw new Error('wasm kernels: tensor is not on the WASM backend');
+    return data.memoryOffset;
+  };
+
+  loaded.set(backend, {
+    depthwiseFilterGrad(x, dy, c) {
+      const out = internals.makeOutput([c.filterHeight, c.filterWidth, c.inChannels, 1], 'float32');
+      exports.depthwiseFilterGrad(
+        offset(x), offset(dy), offset(out),
+        c.batchSize, c.inHeight, c.inWidth, c.inChannels,
+        c.outHeight, c.outWidth, c.filterHeight, c.filterWidth,
+        c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
+        c.padInfo.top, c.padInfo.left,
+      );
+      return out;
+    },
+  });
+  return true;
+}
+
+/** The kernels loaded for `backend`, if any. */
+export function wasmKernels(backend: tf.KernelBackend): WasmKernels | undefined {
+  return loaded.get(backend);
+}
