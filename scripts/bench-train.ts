@@ -7,7 +7,7 @@
  * Measures, per input size: inference (backbone + target head), the relationship pass (the
  * pre-trained model to source softmax probabilities), and the library's training step
  * (train.ts trainStep): fine-tune, co-tuning, and fine-tune with the lower backbone frozen. `--stock` skips registerFastGradients (WASM then cannot train).
- * `--profile` prints the kernels of one fine-tune step. CPU time used by other processes
+ * `--profile` prints the kernels of one fine-tune and one co-tuning step. CPU time used by other processes
  * during each measurement is printed as "others" (in cores) because the machine is shared.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -156,6 +156,13 @@ function kernelProfile(fn: () => void): Promise<void> {
     const rows = [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms);
     console.log(`kernels per step: ${info.kernels.length}`);
     for (const [name, e] of rows.slice(0, 25)) console.log(`  ${name.padEnd(40)} ${String(e.n).padStart(5)}  ${e.ms.toFixed(1)} ms`);
+    const calls = info.kernels
+      .filter((k) => typeof k.kernelTimeMs === 'number')
+      .sort((a, b) => (b.kernelTimeMs as number) - (a.kernelTimeMs as number));
+    console.log('slowest calls (input shapes):');
+    for (const k of calls.slice(0, 25)) {
+      console.log(`  ${k.name.padEnd(40)} ${(k.kernelTimeMs as number).toFixed(1).padStart(6)} ms  ${JSON.stringify(k.inputShapes)}`);
+    }
   });
 }
 
@@ -194,8 +201,11 @@ async function main(): Promise<void> {
       net.targetBias.dataSync();
     };
     if (args.profile) {
-      fineStep(x, yT, ySoft); // warm-up, so the profile shows steady-state kernels
-      await kernelProfile(() => fineStep(x, yT, ySoft));
+      for (const [label, step] of [['fine-tune', fineStep], ['co-tuning', coStep]] as const) {
+        step(x, yT, ySoft); // warm-up, so the profile shows steady-state kernels
+        console.log(`${label} step at ${size} px:`);
+        await kernelProfile(() => step(x, yT, ySoft));
+      }
     }
     const { timings, tensorDelta: leak } = timeAll(
       [

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { patchRelu6Activation, relu6MaskGradKernel } from './activations.js';
 import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
-import { convGradConfigs, convGradKernels } from './conv-grads.js';
+import { convGradConfigs, convGradKernels, patchConv2DLayer } from './conv-grads.js';
 import { loadWasmKernels } from './wasm-kernels.js';
 import { fusedBatchNormGradConfig, identityKernel, matMulGradConfig, relu6GradConfig, relu6GradKernel } from './misc-grads.js';
 
@@ -66,6 +66,7 @@ async function register(backend: string): Promise<void> {
   }
   patchBatchNormLayer(registered);
   patchRelu6Activation(registered);
+  patchConv2DLayer(registered);
 }
 
 /** Backends on which registerFastGradients has run. */
