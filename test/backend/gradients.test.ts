@@ -10,6 +10,7 @@ import { before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from '../../src/cotuning/backend/gradients.js';
+import { wasmKernels } from '../../src/cotuning/backend/wasm-kernels.js';
 import { loadLayersModel } from '../../src/cotuning/model-io.js';
 import { MOBILENET_DIR } from '../helpers/shared-data.js';
 
@@ -366,11 +367,27 @@ describe('fast gradients', () => {
     await registerFastGradients('wasm'); // idempotent
     const cpu = tf.findBackend('cpu') as tf.KernelBackend;
     const cpuData = cpu.numDataIds();
+    assert.ok(wasmKernels(tf.backend()), 'our WASM SIMD kernels did not load');
     const counts: number[] = [];
-    const before1 = (await trainingSteps(1)).weights;
-    const result = await trainingSteps(4, () => counts.push(tf.memory().numTensors));
+    const heap: number[] = [];
+    const heapBytes = (): number => (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.length;
+    let before1: Float32Array[] = [];
+    const profile = await tf.profile(async () => {
+      before1 = (await trainingSteps(1)).weights;
+    });
+    const result = await trainingSteps(10, () => {
+      counts.push(tf.memory().numTensors);
+      heap.push(heapBytes());
+    });
     assert.equal(cpu.numDataIds(), cpuData, 'the step created tensors on the cpu backend');
     assert.deepEqual(counts.slice(1), counts.slice(1).map(() => counts[1]), `numTensors grows: ${counts.join(' ')}`);
+    // The allocator settles within the first steps (the heap never shrinks); after that it must stay flat.
+    assert.deepEqual(heap.slice(3), heap.slice(3).map(() => heap[3]), `WASM heap grows: ${heap.join(' ')}`);
+    // The first convolution's input is the image: its gradient is never needed, so never computed.
+    const imageGrads = profile.kernels.filter(
+      (k) => k.name === 'Conv2DBackpropInput' && JSON.stringify(k.outputShapes[0]) === JSON.stringify([STEP_BATCH, STEP_SIZE, STEP_SIZE, 3]),
+    );
+    assert.equal(imageGrads.length, 0, 'a training step computed the gradient of the input images');
     // Compare the updates (new − initial), which are small against the weights themselves.
     let worst = 0;
     before1.forEach((w, i) => {
@@ -380,7 +397,7 @@ describe('fast gradients', () => {
       worst = Math.max(worst, e);
       assert.ok(e <= 2e-3, `weight ${i}: relative error of the update ${e.toExponential(2)}`);
     });
-    t.diagnostic(`worst relative error of a weight update ${worst.toExponential(2)}; numTensors per step ${counts.join(' ')}`);
+    t.diagnostic(`worst relative error of a weight update ${worst.toExponential(2)}; numTensors per step ${counts.join(' ')}; WASM heap MB ${heap.map((b) => (b / 2 ** 20).toFixed(1)).join(' ')}`);
     assert.ok(worst > 0, 'wasm and cpu produced bit-identical updates');
     assert.ok(Number.isFinite(result.loss));
   });
