@@ -6,9 +6,12 @@
  *
  * Measures, per input size: inference (backbone + target head), the relationship pass (the
  * pre-trained model to source softmax probabilities), and the library's training step
- * (train.ts trainStep): fine-tune, co-tuning, and fine-tune with the lower backbone frozen. `--stock` skips registerFastGradients (WASM then cannot train).
- * `--profile` prints the kernels of one fine-tune and one co-tuning step. CPU time used by other processes
- * during each measurement is printed as "others" (in cores) because the machine is shared.
+ * (train.ts trainStep): fine-tune, co-tuning, and fine-tune with the lower backbone frozen.
+ * Times are medians over --steps rounds (default 10); the target ratios are medians of the
+ * per-round ratios. `--stock` skips registerFastGradients (WASM then cannot train).
+ * `--profile` prints the kernels of one fine-tune and one co-tuning step. CPU time used by
+ * other processes during each measurement is printed as "others" (in cores) because the
+ * machine is shared.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -38,7 +41,7 @@ const { values: args } = parseArgs({
     threads: { type: 'string', default: '1' },
     sizes: { type: 'string', default: '96,128,224' },
     batch: { type: 'string', default: '32' },
-    steps: { type: 'string', default: '5' },
+    steps: { type: 'string', default: '10' },
     json: { type: 'string' },
     profile: { type: 'boolean', default: false },
     stock: { type: 'boolean', default: false },
@@ -70,6 +73,8 @@ function machineJiffies(): { busy: number; total: number } {
 interface Timing {
   /** Median wall seconds per call. */
   sec: number;
+  /** Wall seconds of each round's call, in round order. */
+  walls: number[];
   /** Mean CPU seconds of this process per call (robust to other processes on the shared cores). */
   cpu: number;
   /** Cores used by other processes while this workload ran. */
@@ -106,9 +111,19 @@ function timeAll(fns: (() => void)[], rounds: number): { timings: Timing[]; tens
   const timings = fns.map((_, i) => {
     const sorted = [...walls[i]].sort((a, b) => a - b);
     const total = walls[i].reduce((a, b) => a + b, 0);
-    return { sec: sorted[Math.floor(sorted.length / 2)], cpu: cpus[i] / rounds, others: busy[i] / total };
+    return { sec: sorted[Math.floor(sorted.length / 2)], walls: walls[i], cpu: cpus[i] / rounds, others: busy[i] / total };
   });
   return { timings, tensorDelta: tf.memory().numTensors - tensors };
+}
+
+/**
+ * Median over rounds of a's time / b's time in the same round: the two calls ran back to back,
+ * so the ratio holds while the machine's speed drifts (shared cores, clock changes).
+ */
+function pairedRatio(a: Timing, b: Timing): number {
+  const ratios = a.walls.map((w, r) => w / b.walls[r]).sort((p, q) => p - q);
+  const mid = ratios.length >> 1;
+  return ratios.length % 2 === 1 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2;
 }
 
 /** Multiply-accumulates per image of the backbone (+ dense heads), from the built layers. */
@@ -245,9 +260,9 @@ async function main(): Promise<void> {
         row.inferImgPerSec.toFixed(0),
         row.fineTuneImgPerSec.toFixed(1),
         row.gflops.toFixed(2),
-        (ft.sec / inf.sec).toFixed(2),
-        (ct.sec / ft.sec).toFixed(3),
-        (rel.sec / inf.sec).toFixed(3),
+        pairedRatio(ft, inf).toFixed(2),
+        pairedRatio(ct, ft).toFixed(3),
+        pairedRatio(rel, inf).toFixed(3),
         [inf, rel, ft, ct, pt].map((t) => (t.cpu * 1000).toFixed(0)).join('/'),
         `${(ft.cpu / inf.cpu).toFixed(2)}/${(ct.cpu / ft.cpu).toFixed(3)}/${(rel.cpu / inf.cpu).toFixed(3)}`,
         others.toFixed(2),
