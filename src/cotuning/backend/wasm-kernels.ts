@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
-import wabt from 'wabt';
 
 /**
  * Our own WASM SIMD kernels (kernels.wat), running inside the TF.js WASM backend's memory so
@@ -45,6 +44,8 @@ const loaded = new WeakMap<object, WasmKernels>();
 /** Source is assembled at start-up (a few ms) so the repository holds only readable text. */
 async function assemble(): Promise<Uint8Array> {
   const source = readFileSync(new URL('./kernels.wat', import.meta.url), 'utf8');
+  // Loaded here, not at the top: native backends never need the assembler.
+  const { default: wabt } = await import('wabt');
   const module = (await wabt()).parseWat('kernels.wat', source, { simd: true, bulk_memory: true });
   try {
     module.validate();
