@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { withScope } from './kernel-ops.js';
+import { wasmKernels } from './wasm-kernels.js';
 
 type TensorInfo = tf.TensorInfo;
 
@@ -20,6 +21,8 @@ export function relu6MaskGradKernel(backendName: string): tf.KernelConfig {
     kernelFunc: ({ inputs, backend }) => {
       const { dy, x } = inputs as Record<string, TensorInfo>;
       return withScope(backend as tf.KernelBackend, backendName, (s) => {
+        const own = wasmKernels(s.backend);
+        if (own && dy.dtype === 'float32' && x.dtype === 'float32') return s.adopt(own.relu6Grad(dy, x));
         // 6 − x as a per-channel multiply-add (exact: −x is exact and the sum rounds once).
         const c = x.shape[x.shape.length - 1];
         const sixMinusX = s.affine(x, s.vector(c, -1), s.vector(c, 6));

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { KernelScope, withScope } from './kernel-ops.js';
+import { wasmKernels } from './wasm-kernels.js';
 
 /**
  * Batch normalisation in training mode as one taped op with a hand-written gradient.
@@ -27,7 +28,9 @@ function bnTrainKernel(backendName: string): tf.KernelConfig {
       const be = backend as tf.KernelBackend;
       const c = x.shape[3];
       const mean = withScope(be, backendName, (s) => s.meanLeading(x));
+      const own = wasmKernels(be);
       const variance = withScope(be, backendName, (s) => {
+        if (own) return s.meanLeading(s.adopt(own.centredProduct(x, mean, x, mean)));
         const centred = s.affine(x, s.vector(c, 1), s.run('Neg', { x: mean }));
         return s.meanLeading(s.run('Multiply', { a: centred, b: centred }));
       });
@@ -56,7 +59,10 @@ function bnTrainGradKernel(backendName: string): tf.KernelConfig {
       );
       const sumOf = (s: KernelScope, t: TensorInfo) => s.run('Multiply', { a: s.meanLeading(t), b: s.scalar(count) });
       const dbeta = withScope(be, backendName, (s) => sumOf(s, dy));
+      const own = wasmKernels(be);
       const dgamma = withScope(be, backendName, (s) => {
+        // Σ dy·x̂ = rstd · Σ dy·(x − mean)
+        if (own) return s.run('Multiply', { a: sumOf(s, s.adopt(own.centredProduct(dy, s.vector(x.shape[3], 0), x, mean))), b: rstd });
         // x̂ = x·rstd − mean·rstd
         const xhat = s.affine(x, rstd, s.run('Neg', { x: s.run('Multiply', { a: mean, b: rstd }) }));
         return sumOf(s, s.run('Multiply', { a: dy, b: xhat }));
@@ -68,6 +74,7 @@ function bnTrainGradKernel(backendName: string): tf.KernelConfig {
         const negAOverM = s.run('Multiply', { a, b: s.scalar(-1 / count) });
         const b = s.run('Multiply', { a: s.run('Multiply', { a: negAOverM, b: rstd }), b: dgamma });
         const c = s.run('Sub', { a: s.run('Multiply', { a: negAOverM, b: dbeta }), b: s.run('Multiply', { a: mean, b }) });
+        if (own) return s.adopt(own.channelAffine2(dy, a, x, b, c));
         return s.run('Add', { a: s.affine(dy, a, c), b: s.affine(x, b) });
       });
       be.disposeData(rstd.dataId);

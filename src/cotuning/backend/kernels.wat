@@ -88,4 +88,81 @@
         (local.set $oy (i32.add (local.get $oy) (i32.const 1)))
         (br $oyLoop)))
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
-      (br $bLoop)))))
+      (br $bLoop))))
+
+  ;; ReLU6 gradient: out = dy where 0 < x < 6, else 0 (one pass instead of five).
+  (func (export "relu6Grad") (param $dy i32) (param $x i32) (param $out i32) (param $count i32)
+    (local $end i32) (local $vecEnd i32) (local $i i32) (local $xs f32)
+    (local.set $end (i32.shl (local.get $count) (i32.const 2)))
+    (local.set $vecEnd (i32.and (local.get $end) (i32.const -16)))
+    (block $vDone (loop $vLoop
+      (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecEnd)))
+      (v128.store (i32.add (local.get $out) (local.get $i))
+        (v128.and
+          (v128.load (i32.add (local.get $dy) (local.get $i)))
+          (v128.and
+            (f32x4.gt (v128.load (i32.add (local.get $x) (local.get $i))) (v128.const f32x4 0 0 0 0))
+            (f32x4.lt (v128.load (i32.add (local.get $x) (local.get $i))) (v128.const f32x4 6 6 6 6)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $vLoop)))
+    (block $sDone (loop $sLoop
+      (br_if $sDone (i32.ge_u (local.get $i) (local.get $end)))
+      (local.set $xs (f32.load (i32.add (local.get $x) (local.get $i))))
+      (f32.store (i32.add (local.get $out) (local.get $i))
+        (select
+          (f32.load (i32.add (local.get $dy) (local.get $i)))
+          (f32.const 0)
+          (i32.and (f32.gt (local.get $xs) (f32.const 0)) (f32.lt (local.get $xs) (f32.const 6)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $sLoop))))
+
+  ;; Per-channel fused multiply-adds over pixels of C channels (a, b, c, mu, m are [C] vectors):
+  ;;   mode 0: out = u*a + x*b + c            (batch-norm input gradient)
+  ;;   mode 1: out = (u - mu) * (x - m)       (centred products for variance and dgamma)
+  ;; One pass over u and x instead of three to five separate kernels.
+  (func (export "channelOp")
+    (param $mode i32) (param $u i32) (param $x i32) (param $out i32) (param $pixels i32) (param $c i32)
+    (param $a i32) (param $b i32) (param $cc i32)
+    (local $cBytes i32) (local $vecBytes i32) (local $p i32) (local $i i32) (local $off i32)
+    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
+    (block $pDone (loop $pLoop
+      (br_if $pDone (i32.ge_u (local.get $p) (local.get $pixels)))
+      (local.set $i (i32.const 0))
+      (block $vDone (loop $vLoop
+        (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
+        (local.set $off (i32.add (local.get $i) (i32.mul (local.get $p) (local.get $cBytes))))
+        (v128.store (i32.add (local.get $out) (local.get $off))
+          (if (result v128) (local.get $mode)
+            (then
+              (f32x4.mul
+                (f32x4.sub (v128.load (i32.add (local.get $u) (local.get $off))) (v128.load (i32.add (local.get $a) (local.get $i))))
+                (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $off))) (v128.load (i32.add (local.get $b) (local.get $i))))))
+            (else
+              (f32x4.add
+                (f32x4.add
+                  (f32x4.mul (v128.load (i32.add (local.get $u) (local.get $off))) (v128.load (i32.add (local.get $a) (local.get $i))))
+                  (f32x4.mul (v128.load (i32.add (local.get $x) (local.get $off))) (v128.load (i32.add (local.get $b) (local.get $i)))))
+                (v128.load (i32.add (local.get $cc) (local.get $i)))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $vLoop)))
+      (block $sDone (loop $sLoop
+        (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+        (local.set $off (i32.add (local.get $i) (i32.mul (local.get $p) (local.get $cBytes))))
+        (f32.store (i32.add (local.get $out) (local.get $off))
+          (if (result f32) (local.get $mode)
+            (then
+              (f32.mul
+                (f32.sub (f32.load (i32.add (local.get $u) (local.get $off))) (f32.load (i32.add (local.get $a) (local.get $i))))
+                (f32.sub (f32.load (i32.add (local.get $x) (local.get $off))) (f32.load (i32.add (local.get $b) (local.get $i))))))
+            (else
+              (f32.add
+                (f32.add
+                  (f32.mul (f32.load (i32.add (local.get $u) (local.get $off))) (f32.load (i32.add (local.get $a) (local.get $i))))
+                  (f32.mul (f32.load (i32.add (local.get $x) (local.get $off))) (f32.load (i32.add (local.get $b) (local.get $i)))))
+                (f32.load (i32.add (local.get $cc) (local.get $i)))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $sLoop)))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br $pLoop))))
+)

@@ -32,14 +32,34 @@ interface KernelExports {
     sh: number, sw: number, dh: number, dw: number,
     pt: number, pl: number,
   ): void;
+  relu6Grad(dy: number, x: number, out: number, count: number): void;
+  channelOp(mode: number, u: number, x: number, out: number, pixels: number, c: number, a: number, b: number, cc: number): void;
 }
 
 export interface WasmKernels {
   /** dW of a depth-multiplier-1 depthwise convolution, as a [kh, kw, c, 1] tensor. */
   depthwiseFilterGrad(x: TensorInfo, dy: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo;
+  /** dy where 0 < x < 6, else 0. */
+  relu6Grad(dy: TensorInfo, x: TensorInfo): TensorInfo;
+  /** u·a + x·b + c per channel (last axis); a, b, c are [C]. */
+  channelAffine2(u: TensorInfo, a: TensorInfo, x: TensorInfo, b: TensorInfo, c: TensorInfo): TensorInfo;
+  /** (u − mu)·(x − m) per channel (last axis); mu, m are [C]. */
+  centredProduct(u: TensorInfo, mu: TensorInfo, x: TensorInfo, m: TensorInfo): TensorInfo;
 }
 
 const loaded = new WeakMap<object, WasmKernels>();
+
+const sizeOf = (t: TensorInfo): number => t.shape.reduce((a, b) => a * b, 1);
+
+/** Channel count (last axis) of x, checked against the [C] vectors and same-shape tensors. */
+function channels(x: TensorInfo, others: TensorInfo[]): number {
+  const c = x.shape[x.shape.length - 1];
+  for (const t of others) {
+    const ok = t.shape.length === 1 ? t.shape[0] === c : sizeOf(t) === sizeOf(x);
+    if (!ok || t.dtype !== 'float32') throw new Error(`wasm kernels: shape [${t.shape}] does not fit [${x.shape}]`);
+  }
+  return c;
+}
 
 /** Source is assembled at start-up (a few ms) so the repository holds only readable text. */
 async function assemble(): Promise<Uint8Array> {
@@ -85,6 +105,24 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
         c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
         c.padInfo.top, c.padInfo.left,
       );
+      return out;
+    },
+    relu6Grad(dy, x) {
+      channels(x, [dy]);
+      const out = internals.makeOutput([...x.shape], 'float32');
+      exports.relu6Grad(offset(dy), offset(x), offset(out), sizeOf(x));
+      return out;
+    },
+    channelAffine2(u, a, x, b, c) {
+      const out = internals.makeOutput([...x.shape], 'float32');
+      const ch = channels(x, [u, a, b, c]);
+      exports.channelOp(0, offset(u), offset(x), offset(out), sizeOf(x) / ch, ch, offset(a), offset(b), offset(c));
+      return out;
+    },
+    centredProduct(u, mu, x, m) {
+      const out = internals.makeOutput([...x.shape], 'float32');
+      const ch = channels(x, [u, mu, m]);
+      exports.channelOp(1, offset(u), offset(x), offset(out), sizeOf(x) / ch, ch, offset(mu), offset(m), 0);
       return out;
     },
   });
