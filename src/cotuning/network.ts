@@ -76,25 +76,125 @@ export interface VariableGroups {
   backbone: tf.Variable[];
   sourceHead: tf.Variable[];
   targetHead: tf.Variable[];
+  /** Set for partial fine-tuning: the backbone cut where the trainable layers start. */
+  split?: BackboneSplit;
+}
+
+/**
+ * The backbone cut before one layer. `frozen` maps the images to the single tensor that crosses
+ * the cut; `trainable` maps that tensor to the features. Both share the backbone's layers.
+ */
+export interface BackboneSplit {
+  frozen: tf.LayersModel;
+  trainable: tf.LayersModel;
+}
+
+/** The parts of tfjs-layers' SymbolicTensor used to walk the graph (not in its public types). */
+interface GraphTensor {
+  id: number;
+  shape: (number | null)[];
+  dtype: tf.DataType;
+  sourceLayer: tf.layers.Layer;
+  inputs: GraphTensor[];
+  callArgs: Record<string, unknown>;
+  outputTensorIndex?: number;
+}
+
+/**
+ * Cuts the backbone before the layer named `layerName`. Every layer from that one on (in the
+ * model's topological order) is trainable; the rest must feed them through one tensor (true
+ * for any layer of a chain like MobileNet, and for a block's first layer in ResNet-style nets).
+ */
+export function splitBackbone(backbone: tf.LayersModel, layerName: string): BackboneSplit {
+  const field = 'hyperparameters.freezeBelow';
+  const at = backbone.layers.findIndex((l) => l.name === layerName);
+  if (at < 0) throw new InvalidInputError(field, `${field}: no layer named "${layerName}" in the backbone`);
+  const lower = new Set(backbone.layers.slice(0, at));
+  const output = backbone.outputs[0] as unknown as GraphTensor;
+  if (at === 0 || lower.has(output.sourceLayer)) {
+    throw new InvalidInputError(field, `${field}: "${layerName}" leaves no trainable backbone layer to cut at`);
+  }
+  // Tensors made by frozen layers that trainable layers read: there must be exactly one.
+  const crossing = new Map<number, GraphTensor>();
+  const seen = new Set<number>();
+  const walk = (t: GraphTensor): void => {
+    if (seen.has(t.id)) return;
+    seen.add(t.id);
+    for (const input of t.inputs) {
+      if (lower.has(input.sourceLayer)) crossing.set(input.id, input);
+      else walk(input);
+    }
+  };
+  walk(output);
+  if (crossing.size !== 1) {
+    throw new InvalidInputError(
+      field,
+      `${field}: "${layerName}" does not cut the network at one tensor (${crossing.size} cross the cut); name the first layer of a block`,
+    );
+  }
+  const [cut] = crossing.values();
+  const frozen = tf.model({ inputs: backbone.inputs, outputs: cut as unknown as tf.SymbolicTensor, name: 'frozen_backbone' });
+
+  // Re-apply the trainable layers to a new input in place of the cut tensor (weights are shared).
+  const start = tf.input({ shape: cut.shape.slice(1) as number[], dtype: cut.dtype });
+  const rebuilt = new Map<number, GraphTensor>([[cut.id, start as unknown as GraphTensor]]);
+  const applied = new Map<string, GraphTensor | GraphTensor[]>();
+  const rebuild = (t: GraphTensor): GraphTensor => {
+    const done = rebuilt.get(t.id);
+    if (done) return done;
+    const inputs = t.inputs.map(rebuild);
+    // One call per layer and input set, so a layer with several outputs is applied once.
+    const key = `${t.sourceLayer.name}:${inputs.map((i) => i.id).join(',')}`;
+    let out = applied.get(key);
+    if (!out) {
+      out = t.sourceLayer.apply((inputs.length === 1 ? inputs[0] : inputs) as unknown as tf.SymbolicTensor, t.callArgs) as unknown as
+        | GraphTensor
+        | GraphTensor[];
+      applied.set(key, out);
+    }
+    const result = Array.isArray(out) ? out[t.outputTensorIndex ?? 0] : out;
+    rebuilt.set(t.id, result);
+    return result;
+  };
+  const features = rebuild(output) as unknown as tf.SymbolicTensor;
+  const trainable = tf.model({ inputs: start, outputs: features, name: 'trainable_backbone' });
+  return { frozen, trainable };
 }
 
 /**
  * The variables a method trains. Fine-tuning drops the source head; `freezeBelow` leaves every
- * backbone layer before the named one out, so no gradient is computed or stored for them.
+ * backbone layer before the named one out: those layers keep their weights and batch-norm
+ * statistics and run in inference mode outside the gradient tape (see `trainingFeatures`).
  */
 export function trainableGroups(net: CoTuningNet, withSourceHead: boolean, freezeBelow?: string): VariableGroups {
-  let layers = net.backbone.layers;
-  if (freezeBelow) {
-    const at = layers.findIndex((l) => l.name === freezeBelow);
-    if (at < 0) throw new InvalidInputError('hyperparameters.freezeBelow', `hyperparameters.freezeBelow: no layer named "${freezeBelow}" in the backbone`);
-    layers = layers.slice(at);
-  }
+  const split = freezeBelow ? splitBackbone(net.backbone, freezeBelow) : undefined;
+  const layers = split ? split.trainable.layers : net.backbone.layers;
   const backbone = layers.flatMap((l) => l.trainableWeights.map((w) => w.read() as tf.Variable));
   return {
     backbone,
     sourceHead: withSourceHead ? [net.sourceKernel, net.sourceBias] : [],
     targetHead: [net.targetKernel, net.targetBias],
+    split,
   };
+}
+
+/**
+ * The frozen part of a split backbone, in inference mode. Call it outside the gradient tape:
+ * nothing below the cut is recorded, saved for backprop or differentiated.
+ * Shape: [B, H, W, 3] → the cut tensor's shape.
+ */
+export function frozenFeatures(split: BackboneSplit, x: tf.Tensor4D): tf.Tensor {
+  return split.frozen.apply(x, { training: false }) as tf.Tensor;
+}
+
+/**
+ * Backbone features in training mode. With `frozen` (the cut tensor from frozenFeatures and its
+ * split) only the trainable part runs, from the cut on. Shape: [B, H, W, 3] → [B, D].
+ */
+export function trainingFeatures(net: CoTuningNet, x: tf.Tensor4D, frozen?: { split: BackboneSplit; cut: tf.Tensor }): tf.Tensor2D {
+  if (!frozen) return features(net, x, true);
+  const out = frozen.split.trainable.apply(frozen.cut, { training: true }) as tf.Tensor;
+  return out.reshape([x.shape[0], net.inspection.featureDim]) as tf.Tensor2D;
 }
 
 /** Every tensor that defines the net's state (BN moving statistics included), in a fixed order. */

@@ -6,13 +6,14 @@ import { predictLogits, top1Accuracy } from './evaluate.js';
 import { trainBatch, type ImageSet, type Normalization } from './images.js';
 import { coTuningLoss } from './loss.js';
 import {
-  features,
+  frozenFeatures,
   restore,
   snapshot,
   sourceLogits,
   stateVariables,
   targetLogits,
   trainableGroups,
+  trainingFeatures,
   type CoTuningNet,
   type VariableGroups,
 } from './network.js';
@@ -130,8 +131,10 @@ export function trainStep(
   // The loss terms are kept out of variableGrads' scope so they can be reported; disposed below.
   let parts: tf.Scalar[] = [];
   const values = tf.tidy(() => {
+    // Frozen layers run before the tape starts, so they cost one inference pass and nothing more.
+    const frozen = groups.split ? { split: groups.split, cut: frozenFeatures(groups.split, inputs.x) } : undefined;
     const { value, grads } = tf.variableGrads(() => {
-      const f = features(net, inputs.x, true);
+      const f = trainingFeatures(net, inputs.x, frozen);
       const terms = coTuningLoss(
         targetLogits(net, f),
         inputs.labels,
