@@ -263,6 +263,78 @@ cases.push({
     }),
 });
 
+/** Gradient of Σ(f(x) · r) with respect to x, through the registered gradients. */
+function inputGrad(f: (x: tf.Tensor4D) => tf.Tensor, shape: number[], s: number): Float32Array[] {
+  return tf.tidy(() => {
+    const x = rand(shape, s) as tf.Tensor4D;
+    const r = rand(f(x).shape, s + 1);
+    const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(f(a as tf.Tensor4D), r)))(x);
+    return [f(x).dataSync() as Float32Array, g.dataSync() as Float32Array];
+  });
+}
+
+// The other ops of MobileNet- and ResNet-style networks: pooling, padding, residual adds, the
+// ResNet stem (7x7 stride 2), global average pooling, and both cross-entropy losses.
+for (const [k, stride, pad] of [
+  [3, 2, 'same'],
+  [3, 2, 'valid'],
+  [2, 2, 'valid'],
+  [3, 1, 'same'],
+] as [number, number, 'same' | 'valid'][]) {
+  const s = seed++;
+  cases.push({ name: `maxPool k${k} s${stride} ${pad}`, run: () => inputGrad((x) => tf.maxPool(x, k, stride, pad), [2, 9, 8, 5], s) });
+  cases.push({ name: `avgPool k${k} s${stride} ${pad}`, run: () => inputGrad((x) => tf.avgPool(x, k, stride, pad), [2, 9, 8, 5], s) });
+}
+cases.push({
+  // Values on a coarse grid make ties in most windows: the first maximum must get the gradient.
+  name: 'maxPool with tied values',
+  run: () =>
+    tf.tidy(() => {
+      const x = tf.div(tf.round(tf.mul(rand([3, 8, 7, 6], 650), 2)), 2);
+      const r = rand(tf.maxPool(x as tf.Tensor4D, 3, 2, 'same').shape, 651);
+      return [tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(a as tf.Tensor4D, 3, 2, 'same'), r)))(x).dataSync() as Float32Array];
+    }),
+});
+{
+  const [s1, s2] = [seed++, seed++];
+  cases.push({
+    name: 'zero padding (ResNet ZeroPadding2D)',
+    run: () => inputGrad((x) => tf.pad(x, [[0, 0], [3, 3], [2, 1], [0, 0]]), [2, 6, 5, 3], s1),
+  });
+  cases.push({
+    name: 'global average pooling (Mean over H, W)',
+    run: () => inputGrad((x) => tf.mean(x, [1, 2]), [3, 7, 6, 8], s2),
+  });
+}
+{
+  const s = seed;
+  cases.push({
+    name: 'ResNet stem (conv 7x7 stride 2, max pool 3x3 stride 2) into a residual add',
+    run: () =>
+      convGrads((x, w) => {
+        const pooled = tf.maxPool(tf.relu(tf.conv2d(x, w, 2, 'same')), 3, 2, 'same');
+        return tf.add(pooled, tf.relu6(tf.mul(pooled, 2)));
+      }, [2, 16, 15, 3], [7, 7, 3, 6], s),
+  });
+}
+for (const [b, c, s] of [
+  [4, 5, 900],
+  [32, 100, 901],
+]) {
+  cases.push({
+    name: `softmax cross-entropy and soft-label cross-entropy ${b}x${c}`,
+    run: () =>
+      tf.tidy(() => {
+        const logits = tf.mul(rand([b, c], s), 4);
+        const labels = tf.oneHot(tf.tensor1d(Array.from({ length: b }, (_, i) => (i * 7) % c), 'int32'), c);
+        const soft = tf.softmax(rand([b, c], s + 1));
+        const ce = tf.grad((z: tf.Tensor) => tf.losses.softmaxCrossEntropy(labels, z))(logits);
+        const softCe = tf.grad((z: tf.Tensor) => tf.neg(tf.mean(tf.sum(tf.mul(soft, tf.logSoftmax(z)), 1))))(logits);
+        return [ce, softCe].map((t) => t.dataSync() as Float32Array);
+      }),
+  });
+}
+
 /** Same computations with dense (zero-inserted) filters, for the dilated cases' references. */
 function dilatedRef(depthwise: boolean, d: number, pad: 'same' | 'valid', s: number): Float32Array[] {
   const wShape = depthwise ? [3, 3, 3, 1] : [3, 3, 3, 2];

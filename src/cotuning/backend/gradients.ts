@@ -3,7 +3,14 @@ import { patchRelu6Activation, relu6MaskGradKernel } from './activations.js';
 import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
 import { convGradConfigs, convGradKernels, patchConv2DLayer } from './conv-grads.js';
 import { loadWasmKernels } from './wasm-kernels.js';
-import { fusedBatchNormGradConfig, identityKernel, matMulGradConfig, relu6GradConfig, relu6GradKernel } from './misc-grads.js';
+import {
+  fusedBatchNormGradConfig,
+  identityKernel,
+  matMulGradConfig,
+  maxPoolGradKernel,
+  relu6GradConfig,
+  relu6GradKernel,
+} from './misc-grads.js';
 
 /**
  * Fast training kernels for the WASM and pure-JS CPU backends.
@@ -53,7 +60,10 @@ async function register(backend: string): Promise<void> {
   replaceKernel(relu6GradKernel(backend));
   replaceKernel(relu6MaskGradKernel(backend));
   // The CPU backend's Identity already shares the buffer; WASM's copies every tensor the tape saves.
-  if (backend === 'wasm') replaceKernel(identityKernel(backend));
+  if (backend === 'wasm') {
+    replaceKernel(identityKernel(backend));
+    replaceKernel(maxPoolGradKernel(backend));
+  }
   registered.add(backend);
   if (!gradientsRegistered) {
     // Gradient configs are global; they only use kernels that exist on every backend,

@@ -90,6 +90,133 @@
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $bLoop))))
 
+  ;; Max pooling gradient: each dy value goes to the first largest x tap of its window, as in
+  ;; the CPU backend (the stock WASM kernel loses gradients when the batch has several images).
+  ;;   dx[b, iy, ix, c] = sum of dy[b, oy, ox, c] over the windows whose max is at (iy, ix)
+  ;; Channels 4 at a time: compare, keep the best value and its byte offset per lane, scatter.
+  (func (export "maxPoolGrad")
+    (param $x i32) (param $dy i32) (param $dx i32)
+    (param $n i32) (param $h i32) (param $w i32) (param $c i32)
+    (param $ho i32) (param $wo i32) (param $kh i32) (param $kw i32)
+    (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
+    (param $pt i32) (param $pl i32)
+    (local $cBytes i32) (local $vecBytes i32)
+    (local $b i32) (local $oy i32) (local $ox i32) (local $ky i32) (local $kx i32)
+    (local $iy i32) (local $ix i32) (local $i i32) (local $lane i32)
+    (local $dyPix i32) (local $imageOff i32) (local $tapOff i32)
+    (local $best v128) (local $bestOff v128) (local $v v128) (local $gt v128)
+    (local $bestS f32) (local $bestOffS i32) (local $vS f32) (local $at i32)
+
+    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
+    (memory.fill (local.get $dx) (i32.const 0)
+      (i32.mul (i32.mul (i32.mul (local.get $n) (local.get $h)) (local.get $w)) (local.get $cBytes)))
+    (local.set $dyPix (local.get $dy))
+
+    (local.set $b (i32.const 0))
+    (block $bDone (loop $bLoop
+      (br_if $bDone (i32.ge_u (local.get $b) (local.get $n)))
+      (local.set $imageOff (i32.mul (local.get $b) (i32.mul (i32.mul (local.get $h) (local.get $w)) (local.get $cBytes))))
+      (local.set $oy (i32.const 0))
+      (block $oyDone (loop $oyLoop
+        (br_if $oyDone (i32.ge_u (local.get $oy) (local.get $ho)))
+        (local.set $ox (i32.const 0))
+        (block $oxDone (loop $oxLoop
+          (br_if $oxDone (i32.ge_u (local.get $ox) (local.get $wo)))
+
+          ;; Vector part: 4 channels per pass over the window.
+          (local.set $i (i32.const 0))
+          (block $vDone (loop $vLoop
+            (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
+            (local.set $best (v128.const f32x4 -inf -inf -inf -inf))
+            (local.set $bestOff (v128.const i32x4 -1 -1 -1 -1))
+            (local.set $ky (i32.const 0))
+            (block $kyDone (loop $kyLoop
+              (br_if $kyDone (i32.ge_u (local.get $ky) (local.get $kh)))
+              (local.set $iy (i32.sub
+                (i32.add (i32.mul (local.get $oy) (local.get $sh)) (i32.mul (local.get $ky) (local.get $dh)))
+                (local.get $pt)))
+              (if (i32.lt_u (local.get $iy) (local.get $h)) (then
+                (local.set $kx (i32.const 0))
+                (block $kxDone (loop $kxLoop
+                  (br_if $kxDone (i32.ge_u (local.get $kx) (local.get $kw)))
+                  (local.set $ix (i32.sub
+                    (i32.add (i32.mul (local.get $ox) (local.get $sw)) (i32.mul (local.get $kx) (local.get $dw)))
+                    (local.get $pl)))
+                  (if (i32.lt_u (local.get $ix) (local.get $w)) (then
+                    (local.set $tapOff (i32.add (i32.add (local.get $imageOff) (local.get $i))
+                      (i32.mul (i32.add (i32.mul (local.get $iy) (local.get $w)) (local.get $ix)) (local.get $cBytes))))
+                    (local.set $v (v128.load (i32.add (local.get $x) (local.get $tapOff))))
+                    ;; Strictly greater: the first maximum wins, and NaN never does.
+                    (local.set $gt (f32x4.gt (local.get $v) (local.get $best)))
+                    (local.set $best (v128.bitselect (local.get $v) (local.get $best) (local.get $gt)))
+                    (local.set $bestOff (v128.bitselect
+                      (i32x4.add (i32x4.splat (local.get $tapOff)) (v128.const i32x4 0 4 8 12))
+                      (local.get $bestOff) (local.get $gt)))))
+                  (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                  (br $kxLoop)))))
+              (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+              (br $kyLoop)))
+            ;; Scatter the 4 lanes (a lane whose window held no number has offset -1).
+            (local.set $lane (i32.const 0))
+            (block $lDone (loop $lLoop
+              (br_if $lDone (i32.ge_u (local.get $lane) (i32.const 4)))
+              (local.set $at (i32x4.extract_lane 0 (local.get $bestOff)))
+              (if (i32.ge_s (local.get $at) (i32.const 0)) (then
+                (f32.store (i32.add (local.get $dx) (local.get $at))
+                  (f32.add (f32.load (i32.add (local.get $dx) (local.get $at)))
+                    (f32.load (i32.add (i32.add (local.get $dyPix) (local.get $i)) (i32.shl (local.get $lane) (i32.const 2))))))))
+              ;; Shift the next lane's offset into lane 0.
+              (local.set $bestOff (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $bestOff) (local.get $bestOff)))
+              (local.set $lane (i32.add (local.get $lane) (i32.const 1)))
+              (br $lLoop)))
+            (local.set $i (i32.add (local.get $i) (i32.const 16)))
+            (br $vLoop)))
+
+          ;; Remaining channels one at a time.
+          (block $sDone (loop $sLoop
+            (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+            (local.set $bestS (f32.const -inf))
+            (local.set $bestOffS (i32.const -1))
+            (local.set $ky (i32.const 0))
+            (block $kyDone (loop $kyLoop
+              (br_if $kyDone (i32.ge_u (local.get $ky) (local.get $kh)))
+              (local.set $iy (i32.sub
+                (i32.add (i32.mul (local.get $oy) (local.get $sh)) (i32.mul (local.get $ky) (local.get $dh)))
+                (local.get $pt)))
+              (if (i32.lt_u (local.get $iy) (local.get $h)) (then
+                (local.set $kx (i32.const 0))
+                (block $kxDone (loop $kxLoop
+                  (br_if $kxDone (i32.ge_u (local.get $kx) (local.get $kw)))
+                  (local.set $ix (i32.sub
+                    (i32.add (i32.mul (local.get $ox) (local.get $sw)) (i32.mul (local.get $kx) (local.get $dw)))
+                    (local.get $pl)))
+                  (if (i32.lt_u (local.get $ix) (local.get $w)) (then
+                    (local.set $tapOff (i32.add (i32.add (local.get $imageOff) (local.get $i))
+                      (i32.mul (i32.add (i32.mul (local.get $iy) (local.get $w)) (local.get $ix)) (local.get $cBytes))))
+                    (local.set $vS (f32.load (i32.add (local.get $x) (local.get $tapOff))))
+                    (if (f32.gt (local.get $vS) (local.get $bestS)) (then
+                      (local.set $bestS (local.get $vS))
+                      (local.set $bestOffS (local.get $tapOff))))))
+                  (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                  (br $kxLoop)))))
+              (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+              (br $kyLoop)))
+            (if (i32.ge_s (local.get $bestOffS) (i32.const 0)) (then
+              (f32.store (i32.add (local.get $dx) (local.get $bestOffS))
+                (f32.add (f32.load (i32.add (local.get $dx) (local.get $bestOffS)))
+                  (f32.load (i32.add (local.get $dyPix) (local.get $i)))))))
+            (local.set $i (i32.add (local.get $i) (i32.const 4)))
+            (br $sLoop)))
+
+          (local.set $dyPix (i32.add (local.get $dyPix) (local.get $cBytes)))
+          (local.set $ox (i32.add (local.get $ox) (i32.const 1)))
+          (br $oxLoop)))
+        (local.set $oy (i32.add (local.get $oy) (i32.const 1)))
+        (br $oyLoop)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $bLoop))))
+
   ;; ReLU6 gradient: out = dy where 0 < x < 6, else 0 (one pass instead of five).
   (func (export "relu6Grad") (param $dy i32) (param $x i32) (param $out i32) (param $count i32)
     (local $end i32) (local $vecEnd i32) (local $i i32) (local $xs f32)

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { withScope } from './kernel-ops.js';
+import { wasmKernels } from './wasm-kernels.js';
 
 type TensorInfo = tf.TensorInfo;
 
@@ -18,6 +19,32 @@ export function identityKernel(backendName: string): tf.KernelConfig {
       if (x.dtype === 'string') return stock.kernelFunc(args);
       (args.backend as tf.KernelBackend).incRef(x.dataId);
       return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    },
+  };
+}
+
+/**
+ * MaxPoolGrad on WASM through our own kernel: the stock WASM kernel drops gradients when the
+ * batch holds more than one image (checked against the CPU backend in the gradient tests).
+ * Falls back to the stock kernel where our kernels did not load.
+ */
+export function maxPoolGradKernel(backendName: string): tf.KernelConfig {
+  const stock = tf.getKernel('MaxPoolGrad', backendName);
+  return {
+    kernelName: 'MaxPoolGrad',
+    backendName,
+    kernelFunc: (args) => {
+      const { dy, input } = args.inputs as Record<string, TensorInfo>;
+      const own = wasmKernels(args.backend as tf.KernelBackend);
+      if (!own || input.dtype !== 'float32' || input.shape.length !== 4) return stock.kernelFunc(args);
+      const { filterSize, strides, pad, dimRoundingMode } = args.attrs as unknown as {
+        filterSize: [number, number] | number;
+        strides: [number, number] | number;
+        pad: 'same' | 'valid' | number | tf.backend_util.ExplicitPadding;
+        dimRoundingMode?: 'floor' | 'round' | 'ceil';
+      };
+      const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
+      return own.maxPoolGrad(input, dy, info);
     },
   };
 }

@@ -32,6 +32,13 @@ interface KernelExports {
     sh: number, sw: number, dh: number, dw: number,
     pt: number, pl: number,
   ): void;
+  maxPoolGrad(
+    x: number, dy: number, dx: number,
+    n: number, h: number, w: number, c: number,
+    ho: number, wo: number, kh: number, kw: number,
+    sh: number, sw: number, dh: number, dw: number,
+    pt: number, pl: number,
+  ): void;
   relu6Grad(dy: number, x: number, out: number, count: number): void;
   channelOp(mode: number, u: number, x: number, out: number, pixels: number, c: number, a: number, b: number, cc: number): void;
 }
@@ -39,6 +46,8 @@ interface KernelExports {
 export interface WasmKernels {
   /** dW of a depth-multiplier-1 depthwise convolution, as a [kh, kw, c, 1] tensor. */
   depthwiseFilterGrad(x: TensorInfo, dy: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo;
+  /** dx of a max pool: each dy value goes to its window's first maximum in x. */
+  maxPoolGrad(x: TensorInfo, dy: TensorInfo, p: tf.backend_util.Conv2DInfo): TensorInfo;
   /** dy where 0 < x < 6, else 0. */
   relu6Grad(dy: TensorInfo, x: TensorInfo): TensorInfo;
   /** u·a + x·b + c per channel (last axis); a, b, c are [C]. */
@@ -106,6 +115,17 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
         c.padInfo.top, c.padInfo.left,
       );
       return out;
+    },
+    maxPoolGrad(x, dy, p) {
+      const dx = internals.makeOutput([...x.shape], 'float32');
+      exports.maxPoolGrad(
+        offset(x), offset(dy), offset(dx),
+        p.batchSize, p.inHeight, p.inWidth, p.inChannels,
+        p.outHeight, p.outWidth, p.filterHeight, p.filterWidth,
+        p.strideHeight, p.strideWidth, p.dilationHeight, p.dilationWidth,
+        p.padInfo.top, p.padInfo.left,
+      );
+      return dx;
     },
     relu6Grad(dy, x) {
       channels(x, [dy]);
