@@ -220,6 +220,23 @@ cases.push({
       return [layer.apply(x) as tf.Tensor, tf.grad(f)(x)].map((t) => t.dataSync() as Float32Array);
     }),
 });
+// Inference mode: moving statistics, as tf.layers runs frozen layers, evaluation and the relationship pass.
+for (const [shape, s] of [
+  [[4, 6, 5, 3], 510],
+  [[2, 3, 3, 16], 511],
+  [[5, 7], 512],
+] as [number[], number][]) {
+  cases.push({
+    name: `batchnorm inference ${shape.join('x')}`,
+    run: () =>
+      tf.tidy(() => {
+        const c = shape[shape.length - 1];
+        const x = tf.add(tf.mul(rand(shape, s), 3), 0.5);
+        const [m, v, o, sc] = [rand([c], s + 1), tf.add(rand([c], s + 2), 1.5), rand([c], s + 3), rand([c], s + 4)];
+        return [tf.batchNorm(x, m, v, o, sc, 1e-3), tf.batchNorm(x, m, v, undefined, undefined, 1e-3)].map((t) => t.dataSync() as Float32Array);
+      }),
+  });
+}
 cases.push({
   name: 'tf.batchNorm gradient (FusedBatchNorm)',
   run: () =>

@@ -83,8 +83,45 @@ function bnTrainGradKernel(backendName: string): tf.KernelConfig {
   };
 }
 
+/**
+ * FusedBatchNorm (inference mode: moving statistics) on WASM as one per-channel multiply-add,
+ * y = x·a + (offset − mean·a) with a = scale·rsqrt(variance + ε), run by XNNPACK. The stock WASM
+ * kernel takes about 60 % of a MobileNet inference pass (46 of 79 ms at 128 px, batch 32).
+ * Statistics that are not rank-1 per-channel vectors go to the stock kernel.
+ */
+function bnInferenceKernel(backendName: string): tf.KernelConfig {
+  const stock = tf.getKernel('FusedBatchNorm', backendName);
+  return {
+    kernelName: 'FusedBatchNorm',
+    backendName,
+    kernelFunc: (args) => {
+      const { x, mean, variance, offset, scale } = args.inputs as {
+        x: TensorInfo;
+        mean: TensorInfo;
+        variance: TensorInfo;
+        offset?: TensorInfo;
+        scale?: TensorInfo;
+      };
+      const eps = (args.attrs as { varianceEpsilon: number }).varianceEpsilon;
+      const c = x.shape[x.shape.length - 1];
+      const perChannel = (t?: TensorInfo) => t == null || (t.shape.length === 1 && t.shape[0] === c && t.dtype === 'float32');
+      if (x.dtype !== 'float32' || x.shape.length < 2 || ![mean, variance, offset, scale].every(perChannel)) return stock.kernelFunc(args);
+      return withScope(args.backend as tf.KernelBackend, backendName, (s) => {
+        const rstd = s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) });
+        const a = scale ? s.run('Multiply', { a: rstd, b: scale }) : rstd;
+        const meanA = s.run('Multiply', { a: mean, b: a });
+        const b = offset ? s.run('Sub', { a: offset, b: meanA }) : s.run('Neg', { x: meanA });
+        return s.affine(x, a, b);
+      });
+    },
+  };
+}
+
 export function batchNormKernels(backendName: string): tf.KernelConfig[] {
-  return [bnTrainKernel(backendName), bnTrainGradKernel(backendName)];
+  const kernels = [bnTrainKernel(backendName), bnTrainGradKernel(backendName)];
+  // The pure-JS CPU backend has no faster multiply-add than its own loop.
+  if (backendName === 'wasm') kernels.push(bnInferenceKernel(backendName));
+  return kernels;
 }
 
 /**
