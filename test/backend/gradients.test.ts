@@ -85,6 +85,31 @@ for (const h of [7, 8, 13]) {
   }
 }
 
+// Pointwise convolutions with channel counts our WASM kernel takes (ci % 4, co % 8), including
+// more rows than one of its blocks and channel counts that are not powers of two.
+for (const [xShape, co] of [
+  [[2, 7, 9, 8], 16],
+  [[3, 5, 5, 12], 24],
+  [[2, 40, 40, 8], 16],
+  [[1, 6, 6, 256], 256],
+] as [number[], number][]) {
+  const s = seed++;
+  cases.push({
+    name: `pointwise conv2d ${xShape.join('x')} → ${co}`,
+    run: () =>
+      tf.tidy(() => {
+        const x = rand(xShape, s) as tf.Tensor4D;
+        const w = rand([1, 1, xShape[3], co], s + 1000) as tf.Tensor4D;
+        const dy = rand(tf.conv2d(x, w, 1, 'same').shape, s + 2000);
+        const attrs = { strides: [1, 1], pad: 'same', dataFormat: 'NHWC' };
+        return [
+          run('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }),
+          run('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }),
+        ];
+      }),
+  });
+}
+
 // Depthwise convolutions, with channel multipliers 1 and 2.
 for (const h of [7, 8, 12]) {
   for (const k of [3, 5]) {

@@ -151,6 +151,8 @@ export function conv2DBackpropFilter(
   const [kh, kw, ci, co] = filterShape;
   const m = x.shape[0] * x.shape[1] * x.shape[2];
   if (isPointwise(c)) {
+    const own = wasmKernels(s.backend)?.pointwiseFilterGrad(x, dy);
+    if (own) return s.reshape(s.adopt(own), filterShape);
     // dW = xᵀ · dy; transpose whichever operand is smaller.
     if (ci <= co) {
       const xT = s.transpose(s.reshape(x, [m, ci]), [1, 0]);

@@ -32,6 +32,7 @@ interface KernelExports {
     sh: number, sw: number, dh: number, dw: number,
     pt: number, pl: number,
   ): void;
+  pointwiseFilterGrad(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number): void;
   maxPoolGrad(
     x: number, dy: number, dx: number,
     n: number, h: number, w: number, c: number,
@@ -46,6 +47,11 @@ interface KernelExports {
 export interface WasmKernels {
   /** dW of a depth-multiplier-1 depthwise convolution, as a [kh, kw, c, 1] tensor. */
   depthwiseFilterGrad(x: TensorInfo, dy: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo;
+  /**
+   * dW [ci, co] = xᵀ·dy of a 1x1 stride-1 convolution (x [.., ci], dy [.., co]), when ci is a
+   * multiple of 4 and co of 8; undefined otherwise.
+   */
+  pointwiseFilterGrad(x: TensorInfo, dy: TensorInfo): TensorInfo | undefined;
   /** dx of a max pool: each dy value goes to its window's first maximum in x. */
   maxPoolGrad(x: TensorInfo, dy: TensorInfo, p: tf.backend_util.Conv2DInfo): TensorInfo;
   /** dy where 0 < x < 6, else 0. */
@@ -114,6 +120,18 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
         c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
         c.padInfo.top, c.padInfo.left,
       );
+      return out;
+    },
+    pointwiseFilterGrad(x, dy) {
+      const ci = x.shape[x.shape.length - 1];
+      const co = dy.shape[dy.shape.length - 1];
+      if (ci % 4 !== 0 || co % 8 !== 0 || x.dtype !== 'float32' || dy.dtype !== 'float32') return undefined;
+      const m = sizeOf(x) / ci;
+      if (sizeOf(dy) !== m * co) throw new Error(`wasm kernels: dy [${dy.shape}] does not fit x [${x.shape}]`);
+      const out = internals.makeOutput([ci, co], 'float32');
+      // Rows per block: both operands' rows of a block fit in about 32 KiB (L1).
+      const rows = Math.max(8, Math.floor(32768 / ((ci + co) * 4)));
+      exports.pointwiseFilterGrad(offset(x), offset(dy), offset(out), m, ci, co, rows);
       return out;
     },
     maxPoolGrad(x, dy, p) {
