@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { NESTEROV_UPDATE_KERNEL, type NesterovAttrs } from './backend/nesterov.js';
 
 /**
  * SGD with Nesterov momentum and coupled L2 weight decay, the PyTorch update the reference uses:
@@ -16,24 +17,33 @@ export class NesterovSgd {
 
   /** Apply one update. `groups` pairs each variable list with its learning rate. */
   apply(grads: Map<tf.Variable, tf.Tensor>, groups: { variables: tf.Variable[]; lr: number }[]): void {
+    // The backend's fused update kernel where it has one (WASM), the same maths in tf ops elsewhere.
+    const fused = tf.getKernel(NESTEROV_UPDATE_KERNEL, tf.getBackend()) !== undefined;
     tf.tidy(() => {
       for (const { variables, lr } of groups) {
         for (const theta of variables) {
           const grad = grads.get(theta);
           if (!grad) continue;
-          const g = this.weightDecay > 0 ? tf.add(grad, tf.mul(theta, this.weightDecay)) : grad;
-          let v = this.velocity.get(theta);
-          if (!v) {
-            // First step: v = g (the buffer starts at zero).
-            v = tf.variable(g, false);
-            this.velocity.set(theta, v);
-          } else {
-            v.assign(tf.add(tf.mul(v, this.momentum), g));
-          }
-          theta.assign(tf.sub(theta, tf.mul(tf.add(g, tf.mul(v, this.momentum)), lr)));
+          const v = this.velocity.get(theta);
+          const [next, velocity] = fused ? this.fusedStep(theta, grad, v, lr) : this.step(theta, grad, v, lr);
+          if (v) v.assign(velocity);
+          else this.velocity.set(theta, tf.variable(velocity, false)); // first step: v = g
+          theta.assign(next);
         }
       }
     });
+  }
+
+  private fusedStep(theta: tf.Variable, grad: tf.Tensor, v: tf.Variable | undefined, lr: number): [tf.Tensor, tf.Tensor] {
+    const attrs: NesterovAttrs = { lr, momentum: this.momentum, weightDecay: this.weightDecay };
+    const inputs: tf.NamedTensorMap = v ? { theta, grad, velocity: v } : { theta, grad };
+    return tf.engine().runKernel(NESTEROV_UPDATE_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as [tf.Tensor, tf.Tensor];
+  }
+
+  private step(theta: tf.Variable, grad: tf.Tensor, v: tf.Variable | undefined, lr: number): [tf.Tensor, tf.Tensor] {
+    const g = this.weightDecay > 0 ? tf.add(grad, tf.mul(theta, this.weightDecay)) : grad;
+    const velocity = v ? tf.add(tf.mul(v, this.momentum), g) : g;
+    return [tf.sub(theta, tf.mul(tf.add(g, tf.mul(velocity, this.momentum)), lr)), velocity];
   }
 
   /** Velocity buffers of `variables` in order (undefined before their first step). */

@@ -2,7 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import { patchRelu6Activation, relu6MaskGradKernel } from './activations.js';
 import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
 import { convGradConfigs, convGradKernels, patchConv2DLayer } from './conv-grads.js';
-import { loadWasmKernels } from './wasm-kernels.js';
+import { nesterovUpdateKernel } from './nesterov.js';
+import { loadWasmKernels, wasmKernels } from './wasm-kernels.js';
 import {
   fusedBatchNormGradConfig,
   identityKernel,
@@ -63,6 +64,7 @@ async function register(backend: string): Promise<void> {
   if (backend === 'wasm') {
     replaceKernel(identityKernel(backend));
     replaceKernel(maxPoolGradKernel(backend));
+    if (instance && wasmKernels(instance)) replaceKernel(nesterovUpdateKernel(backend));
   }
   registered.add(backend);
   if (!gradientsRegistered) {

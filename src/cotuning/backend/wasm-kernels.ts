@@ -41,6 +41,7 @@ interface KernelExports {
     pt: number, pl: number,
   ): void;
   relu6Grad(dy: number, x: number, out: number, count: number): void;
+  nesterovUpdate(theta: number, v: number, grad: number, outTheta: number, outV: number, count: number, lr: number, mu: number, wd: number, first: number): void;
   channelOp(mode: number, u: number, x: number, out: number, pixels: number, c: number, a: number, b: number, cc: number): void;
 }
 
@@ -56,6 +57,8 @@ export interface WasmKernels {
   maxPoolGrad(x: TensorInfo, dy: TensorInfo, p: tf.backend_util.Conv2DInfo): TensorInfo;
   /** dy where 0 < x < 6, else 0. */
   relu6Grad(dy: TensorInfo, x: TensorInfo): TensorInfo;
+  /** One Nesterov-SGD step: [θ', v'] from θ, v (null on the first step) and the gradient. */
+  nesterovUpdate(theta: TensorInfo, v: TensorInfo | null, grad: TensorInfo, lr: number, mu: number, wd: number): [TensorInfo, TensorInfo];
   /** u·a + x·b + c per channel (last axis); a, b, c are [C]. */
   channelAffine2(u: TensorInfo, a: TensorInfo, x: TensorInfo, b: TensorInfo, c: TensorInfo): TensorInfo;
   /** (u − mu)·(x − m) per channel (last axis); mu, m are [C]. */
@@ -150,6 +153,16 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const out = internals.makeOutput([...x.shape], 'float32');
       exports.relu6Grad(offset(dy), offset(x), offset(out), sizeOf(x));
       return out;
+    },
+    nesterovUpdate(theta, v, grad, lr, mu, wd) {
+      const n = sizeOf(theta);
+      for (const t of [grad, ...(v ? [v] : [])]) {
+        if (sizeOf(t) !== n || t.dtype !== 'float32') throw new Error(`wasm kernels: shape [${t.shape}] does not fit [${theta.shape}]`);
+      }
+      const outTheta = internals.makeOutput([...theta.shape], 'float32');
+      const outV = internals.makeOutput([...theta.shape], 'float32');
+      exports.nesterovUpdate(offset(theta), v ? offset(v) : 0, offset(grad), offset(outTheta), offset(outV), n, lr, mu, wd, v ? 0 : 1);
+      return [outTheta, outV];
     },
     channelAffine2(u, a, x, b, c) {
       const out = internals.makeOutput([...x.shape], 'float32');
