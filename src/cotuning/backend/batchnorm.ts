@@ -17,6 +17,25 @@ type TensorInfo = tf.TensorInfo;
 export const BN_TRAIN_KERNEL = 'CotuneBatchNormTrain';
 export const BN_TRAIN_GRAD_KERNEL = 'CotuneBatchNormTrainGrad';
 
+/** Batch mean and biased variance per channel from fast forward kernels (where our WASM kernels are missing). */
+function composedMoments(be: tf.KernelBackend, backendName: string, x: TensorInfo): [TensorInfo, TensorInfo] {
+  const mean = withScope(be, backendName, (s) => s.meanLeading(x));
+  const variance = withScope(be, backendName, (s) => {
+    const centred = s.affine(x, s.vector(x.shape[3], 1), s.run('Neg', { x: mean }));
+    return s.meanLeading(s.run('Multiply', { a: centred, b: centred }));
+  });
+  return [mean, variance];
+}
+
+/** Σ dy and Σ dy·(x − mean) per channel from fast forward kernels. */
+function composedGradSums(be: tf.KernelBackend, backendName: string, dy: TensorInfo, x: TensorInfo, mean: TensorInfo): [TensorInfo, TensorInfo] {
+  const count = x.shape[0] * x.shape[1] * x.shape[2];
+  const sumOf = (s: KernelScope, t: TensorInfo) => s.run('Multiply', { a: s.meanLeading(t), b: s.scalar(count) });
+  const sumDy = withScope(be, backendName, (s) => sumOf(s, dy));
+  const sumDyXc = withScope(be, backendName, (s) => sumOf(s, s.run('Multiply', { a: dy, b: s.affine(x, s.vector(x.shape[3], 1), s.run('Neg', { x: mean })) })));
+  return [sumDy, sumDyXc];
+}
+
 /** x [N,H,W,C], gamma, beta [C] -> y, batch mean, biased batch variance. */
 function bnTrainKernel(backendName: string): tf.KernelConfig {
   return {
@@ -26,14 +45,8 @@ function bnTrainKernel(backendName: string): tf.KernelConfig {
       const { x, gamma, beta } = inputs as Record<string, TensorInfo>;
       const eps = attrs?.epsilon as number;
       const be = backend as tf.KernelBackend;
-      const c = x.shape[3];
-      const mean = withScope(be, backendName, (s) => s.meanLeading(x));
       const own = wasmKernels(be);
-      const variance = withScope(be, backendName, (s) => {
-        if (own) return s.meanLeading(s.adopt(own.centredProduct(x, mean, x, mean)));
-        const centred = s.affine(x, s.vector(c, 1), s.run('Neg', { x: mean }));
-        return s.meanLeading(s.run('Multiply', { a: centred, b: centred }));
-      });
+      const [mean, variance] = own ? own.channelMoments(x) : composedMoments(be, backendName, x);
       const y = withScope(be, backendName, (s) => {
         // y = x·a + (β − mean·a) with a = γ·rsqrt(var + ε)
         const a = s.run('Multiply', { a: gamma, b: s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }) });
@@ -57,16 +70,10 @@ function bnTrainGradKernel(backendName: string): tf.KernelConfig {
       const rstd = withScope(be, backendName, (s) =>
         s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }),
       );
-      const sumOf = (s: KernelScope, t: TensorInfo) => s.run('Multiply', { a: s.meanLeading(t), b: s.scalar(count) });
-      const dbeta = withScope(be, backendName, (s) => sumOf(s, dy));
       const own = wasmKernels(be);
-      const dgamma = withScope(be, backendName, (s) => {
-        // Σ dy·x̂ = rstd · Σ dy·(x − mean)
-        if (own) return s.run('Multiply', { a: sumOf(s, s.adopt(own.centredProduct(dy, s.vector(x.shape[3], 0), x, mean))), b: rstd });
-        // x̂ = x·rstd − mean·rstd
-        const xhat = s.affine(x, rstd, s.run('Neg', { x: s.run('Multiply', { a: mean, b: rstd }) }));
-        return sumOf(s, s.run('Multiply', { a: dy, b: xhat }));
-      });
+      // Σ dy and Σ dy·(x − mean); dγ = rstd · Σ dy·(x − mean).
+      const [dbeta, sumDyXc] = own ? own.channelGradSums(dy, x, mean) : composedGradSums(be, backendName, dy, x, mean);
+      const dgamma = withScope(be, backendName, (s) => s.run('Multiply', { a: s.adopt(sumDyXc), b: rstd }));
       const dx = withScope(be, backendName, (s) => {
         // dx = γ·rstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M) = dy·a + x·b + c with
         // a = γ·rstd, b = −a·rstd·dγ/M, c = −a·dβ/M − mean·b.

@@ -355,12 +355,97 @@
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
       (br $sLoop))))
 
-  ;; Per-channel fused multiply-adds over pixels of C channels (a, b, c, mu, m are [C] vectors):
-  ;;   mode 0: out = u*a + x*b + c            (batch-norm input gradient)
-  ;;   mode 1: out = (u - mu) * (x - m)       (centred products for variance and dgamma)
-  ;; One pass over u and x instead of three to five separate kernels.
-  (func (export "channelOp")
-    (param $mode i32) (param $u i32) (param $x i32) (param $out i32) (param $pixels i32) (param $c i32)
+  ;; Per-channel sums over the pixels of C-channel tensors, scaled by $scale at the end:
+  ;;   mode 0: out1 = Σ u                        (batch mean, with scale 1/M)
+  ;;   mode 1: out1 = Σ (u − m)²                  (biased batch variance, with scale 1/M)
+  ;;   mode 2: out1 = Σ u,  out2 = Σ u·(x − m)     (dβ and dγ·σ of batch norm)
+  ;; One read of the inputs and no full-size intermediate. Pixels are summed in blocks of
+  ;; $block into $acc (2·C floats of scratch) before joining the totals, which keeps float32
+  ;; rounding error near that of a pairwise sum.
+  (func (export "channelSums")
+    (param $mode i32) (param $u i32) (param $x i32) (param $m i32) (param $pixels i32) (param $c i32)
+    (param $out1 i32) (param $out2 i32) (param $acc i32) (param $block i32) (param $scale f32)
+    (local $cBytes i32) (local $vecBytes i32) (local $acc2 i32) (local $p0 i32) (local $pEnd i32)
+    (local $p i32) (local $i i32) (local $base i32) (local $uv v128) (local $d v128) (local $us f32) (local $ds f32)
+    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
+    (local.set $acc2 (i32.add (local.get $acc) (local.get $cBytes)))
+    (memory.fill (local.get $out1) (i32.const 0) (local.get $cBytes))
+    (if (i32.eq (local.get $mode) (i32.const 2)) (then (memory.fill (local.get $out2) (i32.const 0) (local.get $cBytes))))
+    (block $blocksDone (loop $blocks
+      (br_if $blocksDone (i32.ge_u (local.get $p0) (local.get $pixels)))
+      (local.set $pEnd (select (local.get $pixels) (i32.add (local.get $p0) (local.get $block))
+        (i32.gt_u (i32.add (local.get $p0) (local.get $block)) (local.get $pixels))))
+      (memory.fill (local.get $acc) (i32.const 0) (i32.shl (local.get $cBytes) (i32.const 1)))
+      (local.set $p (local.get $p0))
+      (block $pDone (loop $pLoop
+        (br_if $pDone (i32.ge_u (local.get $p) (local.get $pEnd)))
+        (local.set $base (i32.mul (local.get $p) (local.get $cBytes)))
+        (local.set $i (i32.const 0))
+        (block $vDone (loop $vLoop
+          (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
+          (local.set $uv (v128.load (i32.add (local.get $u) (i32.add (local.get $base) (local.get $i)))))
+          (if (i32.eq (local.get $mode) (i32.const 1))
+            (then
+              (local.set $d (f32x4.sub (local.get $uv) (v128.load (i32.add (local.get $m) (local.get $i)))))
+              (v128.store (i32.add (local.get $acc) (local.get $i))
+                (f32x4.add (v128.load (i32.add (local.get $acc) (local.get $i))) (f32x4.mul (local.get $d) (local.get $d)))))
+            (else
+              (v128.store (i32.add (local.get $acc) (local.get $i))
+                (f32x4.add (v128.load (i32.add (local.get $acc) (local.get $i))) (local.get $uv)))
+              (if (i32.eq (local.get $mode) (i32.const 2)) (then
+                (local.set $d (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $i))))
+                  (v128.load (i32.add (local.get $m) (local.get $i)))))
+                (v128.store (i32.add (local.get $acc2) (local.get $i))
+                  (f32x4.add (v128.load (i32.add (local.get $acc2) (local.get $i))) (f32x4.mul (local.get $uv) (local.get $d))))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 16)))
+          (br $vLoop)))
+        (block $sDone (loop $sLoop
+          (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+          (local.set $us (f32.load (i32.add (local.get $u) (i32.add (local.get $base) (local.get $i)))))
+          (if (i32.eq (local.get $mode) (i32.const 1))
+            (then
+              (local.set $ds (f32.sub (local.get $us) (f32.load (i32.add (local.get $m) (local.get $i)))))
+              (f32.store (i32.add (local.get $acc) (local.get $i))
+                (f32.add (f32.load (i32.add (local.get $acc) (local.get $i))) (f32.mul (local.get $ds) (local.get $ds)))))
+            (else
+              (f32.store (i32.add (local.get $acc) (local.get $i))
+                (f32.add (f32.load (i32.add (local.get $acc) (local.get $i))) (local.get $us)))
+              (if (i32.eq (local.get $mode) (i32.const 2)) (then
+                (local.set $ds (f32.sub (f32.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $i))))
+                  (f32.load (i32.add (local.get $m) (local.get $i)))))
+                (f32.store (i32.add (local.get $acc2) (local.get $i))
+                  (f32.add (f32.load (i32.add (local.get $acc2) (local.get $i))) (f32.mul (local.get $us) (local.get $ds))))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 4)))
+          (br $sLoop)))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br $pLoop)))
+      ;; Join the block's sums into the totals (scalar: C floats, once per block).
+      (local.set $i (i32.const 0))
+      (block $jDone (loop $jLoop
+        (br_if $jDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+        (f32.store (i32.add (local.get $out1) (local.get $i))
+          (f32.add (f32.load (i32.add (local.get $out1) (local.get $i))) (f32.load (i32.add (local.get $acc) (local.get $i)))))
+        (if (i32.eq (local.get $mode) (i32.const 2)) (then
+          (f32.store (i32.add (local.get $out2) (local.get $i))
+            (f32.add (f32.load (i32.add (local.get $out2) (local.get $i))) (f32.load (i32.add (local.get $acc2) (local.get $i)))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $jLoop)))
+      (local.set $p0 (local.get $pEnd))
+      (br $blocks)))
+    (local.set $i (i32.const 0))
+    (block $kDone (loop $kLoop
+      (br_if $kDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+      (f32.store (i32.add (local.get $out1) (local.get $i)) (f32.mul (f32.load (i32.add (local.get $out1) (local.get $i))) (local.get $scale)))
+      (if (i32.eq (local.get $mode) (i32.const 2)) (then
+        (f32.store (i32.add (local.get $out2) (local.get $i)) (f32.mul (f32.load (i32.add (local.get $out2) (local.get $i))) (local.get $scale)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $kLoop))))
+
+  ;; Per-channel fused multiply-add over pixels of C channels (a, b, cc are [C] vectors):
+  ;;   out = u*a + x*b + cc   (the batch-norm input gradient in one pass instead of three)
+  (func (export "channelAffine2")
+    (param $u i32) (param $x i32) (param $out i32) (param $pixels i32) (param $c i32)
     (param $a i32) (param $b i32) (param $cc i32)
     (local $cBytes i32) (local $vecBytes i32) (local $p i32) (local $i i32) (local $off i32)
     (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
@@ -372,34 +457,22 @@
         (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
         (local.set $off (i32.add (local.get $i) (i32.mul (local.get $p) (local.get $cBytes))))
         (v128.store (i32.add (local.get $out) (local.get $off))
-          (if (result v128) (local.get $mode)
-            (then
-              (f32x4.mul
-                (f32x4.sub (v128.load (i32.add (local.get $u) (local.get $off))) (v128.load (i32.add (local.get $a) (local.get $i))))
-                (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $off))) (v128.load (i32.add (local.get $b) (local.get $i))))))
-            (else
-              (f32x4.add
-                (f32x4.add
-                  (f32x4.mul (v128.load (i32.add (local.get $u) (local.get $off))) (v128.load (i32.add (local.get $a) (local.get $i))))
-                  (f32x4.mul (v128.load (i32.add (local.get $x) (local.get $off))) (v128.load (i32.add (local.get $b) (local.get $i)))))
-                (v128.load (i32.add (local.get $cc) (local.get $i)))))))
+          (f32x4.add
+            (f32x4.add
+              (f32x4.mul (v128.load (i32.add (local.get $u) (local.get $off))) (v128.load (i32.add (local.get $a) (local.get $i))))
+              (f32x4.mul (v128.load (i32.add (local.get $x) (local.get $off))) (v128.load (i32.add (local.get $b) (local.get $i)))))
+            (v128.load (i32.add (local.get $cc) (local.get $i)))))
         (local.set $i (i32.add (local.get $i) (i32.const 16)))
         (br $vLoop)))
       (block $sDone (loop $sLoop
         (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
         (local.set $off (i32.add (local.get $i) (i32.mul (local.get $p) (local.get $cBytes))))
         (f32.store (i32.add (local.get $out) (local.get $off))
-          (if (result f32) (local.get $mode)
-            (then
-              (f32.mul
-                (f32.sub (f32.load (i32.add (local.get $u) (local.get $off))) (f32.load (i32.add (local.get $a) (local.get $i))))
-                (f32.sub (f32.load (i32.add (local.get $x) (local.get $off))) (f32.load (i32.add (local.get $b) (local.get $i))))))
-            (else
-              (f32.add
-                (f32.add
-                  (f32.mul (f32.load (i32.add (local.get $u) (local.get $off))) (f32.load (i32.add (local.get $a) (local.get $i))))
-                  (f32.mul (f32.load (i32.add (local.get $x) (local.get $off))) (f32.load (i32.add (local.get $b) (local.get $i)))))
-                (f32.load (i32.add (local.get $cc) (local.get $i)))))))
+          (f32.add
+            (f32.add
+              (f32.mul (f32.load (i32.add (local.get $u) (local.get $off))) (f32.load (i32.add (local.get $a) (local.get $i))))
+              (f32.mul (f32.load (i32.add (local.get $x) (local.get $off))) (f32.load (i32.add (local.get $b) (local.get $i)))))
+            (f32.load (i32.add (local.get $cc) (local.get $i)))))
         (local.set $i (i32.add (local.get $i) (i32.const 4)))
         (br $sLoop)))
       (local.set $p (i32.add (local.get $p) (i32.const 1)))

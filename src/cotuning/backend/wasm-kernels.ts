@@ -22,6 +22,7 @@ interface WasmBackendInternals {
   wasm: { asm: { memory?: object } };
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+  disposeData(dataId: object): boolean;
 }
 
 interface KernelExports {
@@ -42,7 +43,11 @@ interface KernelExports {
   ): void;
   relu6Grad(dy: number, x: number, out: number, count: number): void;
   nesterovUpdate(theta: number, v: number, grad: number, outTheta: number, outV: number, count: number, lr: number, mu: number, wd: number, first: number): void;
-  channelOp(mode: number, u: number, x: number, out: number, pixels: number, c: number, a: number, b: number, cc: number): void;
+  channelAffine2(u: number, x: number, out: number, pixels: number, c: number, a: number, b: number, cc: number): void;
+  channelSums(
+    mode: number, u: number, x: number, m: number, pixels: number, c: number,
+    out1: number, out2: number, acc: number, block: number, scale: number,
+  ): void;
 }
 
 export interface WasmKernels {
@@ -61,11 +66,16 @@ export interface WasmKernels {
   nesterovUpdate(theta: TensorInfo, v: TensorInfo | null, grad: TensorInfo, lr: number, mu: number, wd: number): [TensorInfo, TensorInfo];
   /** u·a + x·b + c per channel (last axis); a, b, c are [C]. */
   channelAffine2(u: TensorInfo, a: TensorInfo, x: TensorInfo, b: TensorInfo, c: TensorInfo): TensorInfo;
-  /** (u − mu)·(x − m) per channel (last axis); mu, m are [C]. */
-  centredProduct(u: TensorInfo, mu: TensorInfo, x: TensorInfo, m: TensorInfo): TensorInfo;
+  /** Per-channel mean and biased variance over every axis but the last: two [C] tensors. */
+  channelMoments(x: TensorInfo): [TensorInfo, TensorInfo];
+  /** Per-channel Σ dy and Σ dy·(x − mean) over every axis but the last: two [C] tensors. */
+  channelGradSums(dy: TensorInfo, x: TensorInfo, mean: TensorInfo): [TensorInfo, TensorInfo];
 }
 
 const loaded = new WeakMap<object, WasmKernels>();
+
+/** Pixels summed per block before joining the totals in channelSums (see kernels.wat). */
+const SUM_BLOCK = 256;
 
 const sizeOf = (t: TensorInfo): number => t.shape.reduce((a, b) => a * b, 1);
 
@@ -111,6 +121,16 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     const data = internals.dataIdMap.get(t.dataId);
     if (!data) throw new Error('wasm kernels: tensor is not on the WASM backend');
     return data.memoryOffset;
+  };
+
+  /** Runs `body` with `floats` of scratch memory in the backend's heap. */
+  const withScratch = (floats: number, body: (at: number) => void): void => {
+    const scratch = internals.makeOutput([floats], 'float32');
+    try {
+      body(offset(scratch));
+    } finally {
+      internals.disposeData(scratch.dataId);
+    }
   };
 
   loaded.set(backend, {
@@ -167,14 +187,26 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     channelAffine2(u, a, x, b, c) {
       const out = internals.makeOutput([...x.shape], 'float32');
       const ch = channels(x, [u, a, b, c]);
-      exports.channelOp(0, offset(u), offset(x), offset(out), sizeOf(x) / ch, ch, offset(a), offset(b), offset(c));
+      exports.channelAffine2(offset(u), offset(x), offset(out), sizeOf(x) / ch, ch, offset(a), offset(b), offset(c));
       return out;
     },
-    centredProduct(u, mu, x, m) {
-      const out = internals.makeOutput([...x.shape], 'float32');
-      const ch = channels(x, [u, mu, m]);
-      exports.channelOp(1, offset(u), offset(x), offset(out), sizeOf(x) / ch, ch, offset(mu), offset(m), 0);
-      return out;
+    channelMoments(x) {
+      const c = channels(x, []);
+      const pixels = sizeOf(x) / c;
+      const [mean, variance] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
+      withScratch(2 * c, (acc) => {
+        exports.channelSums(0, offset(x), 0, 0, pixels, c, offset(mean), 0, acc, SUM_BLOCK, 1 / pixels);
+        exports.channelSums(1, offset(x), 0, offset(mean), pixels, c, offset(variance), 0, acc, SUM_BLOCK, 1 / pixels);
+      });
+      return [mean, variance];
+    },
+    channelGradSums(dy, x, mean) {
+      const c = channels(x, [dy, mean]);
+      const [sumDy, sumDyXc] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
+      withScratch(2 * c, (acc) => {
+        exports.channelSums(2, offset(dy), offset(x), offset(mean), sizeOf(x) / c, c, offset(sumDy), offset(sumDyXc), acc, SUM_BLOCK, 1);
+      });
+      return [sumDy, sumDyXc];
     },
   });
   return true;
