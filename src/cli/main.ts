@@ -96,7 +96,8 @@ async function main(argv: string[]): Promise<number> {
   const threadsRaw = (args.values.threads as string | undefined) ?? (process.env.COTUNE_WASM_THREADS || '1');
   const wasmThreads = Number(threadsRaw);
   if (!Number.isInteger(wasmThreads) || wasmThreads < 1 || wasmThreads > MAX_WASM_THREADS) {
-    throw new UsageError(`--threads expects an integer from 1 to ${MAX_WASM_THREADS} (got "${threadsRaw}")`);
+    const source = args.values.threads !== undefined ? '--threads' : 'COTUNE_WASM_THREADS';
+    throw new UsageError(`${source} expects an integer from 1 to ${MAX_WASM_THREADS} (got "${threadsRaw}")`);
   }
   const seedRaw = (args.values.seed as string | undefined) ?? '0';
   const seed = Number(seedRaw);
