@@ -17,8 +17,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from '../src/cotuning/backend/gradients.js';
+import { setWasmBackend } from '../src/cotuning/backend/wasm-threads.js';
 import { DEFAULT_HYPERPARAMETERS } from '../src/cotuning/hyperparameters.js';
 import { loadLayersModel } from '../src/cotuning/model-io.js';
 import { buildNet, disposeNet, features, targetLogits, trainableGroups, type CoTuningNet } from '../src/cotuning/network.js';
@@ -186,8 +187,8 @@ async function main(): Promise<void> {
   const threads = Number(args.threads);
   const batch = Number(args.batch);
   const steps = Number(args.steps);
-  if (backend === 'wasm') setThreadsCount(threads);
-  if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} unavailable`);
+  // WASM goes through the same threaded start-up as the service (selectBackend).
+  if (!(await (backend === 'wasm' ? setWasmBackend(threads) : tf.setBackend(backend)))) throw new Error(`backend ${backend} unavailable`);
   await tf.ready();
   if (!args.stock) await registerFastGradients(backend);
   const rows: Row[] = [];
@@ -274,7 +275,7 @@ async function main(): Promise<void> {
     disposeNet(net);
     full.dispose();
   }
-  console.log(`backend=${backend} threads=${threads} batch=${batch} fastGradients=${!args.stock} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`);
+  console.log(`backend=${backend} threads=${backend === 'wasm' ? getThreadsCount() : 1} batch=${batch} fastGradients=${!args.stock} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`);
   console.log(
     `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\tft/infer (≤4)\tct/ft (≤1.03)\trel/infer (≤1.1)\tCPU ms infer/rel/ft/ct/frozen\tsame ratios by CPU time\tothers\trss MB\tΔtensors`,
   );

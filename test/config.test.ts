@@ -9,6 +9,7 @@ test('defaults are applied and the config is frozen', () => {
   assert.equal(config.host, '127.0.0.1');
   assert.equal(config.queuePrefix, '{cotune}');
   assert.equal(config.tfBackend, undefined);
+  assert.equal(config.wasmThreads, 1);
   assert.deepEqual(config.apiKeys, []);
   assert.ok(isAbsolute(config.dataDir));
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.limits));
@@ -18,8 +19,9 @@ test('defaults are applied and the config is frozen', () => {
 });
 
 test('values are converted from strings and lists are split', () => {
-  const config = loadConfig({ PORT: '8080', COTUNE_API_KEYS: ' a, b ,,', COTUNE_TF_BACKEND: 'wasm', COTUNE_MAX_DATASET_BYTES: '2048', REDIS_URL: 'redis://:secret@host:6380/1' });
+  const config = loadConfig({ PORT: '8080', COTUNE_API_KEYS: ' a, b ,,', COTUNE_TF_BACKEND: 'wasm', COTUNE_WASM_THREADS: '2', COTUNE_MAX_DATASET_BYTES: '2048', REDIS_URL: 'redis://:secret@host:6380/1' });
   assert.equal(config.port, 8080);
+  assert.equal(config.wasmThreads, 2);
   assert.deepEqual(config.apiKeys, ['a', 'b']);
   assert.equal(config.tfBackend, 'wasm');
   assert.equal(config.limits.datasetBytes, 2048);
@@ -39,6 +41,7 @@ test('bad values are rejected with a message naming each variable', () => {
   );
   assert.throws(() => loadConfig({ PORT: '70000' }), /PORT/);
   assert.throws(() => loadConfig({ COTUNE_JOB_ATTEMPTS: '0' }), /COTUNE_JOB_ATTEMPTS/);
+  for (const threads of ['0', '9', 'two']) assert.throws(() => loadConfig({ COTUNE_WASM_THREADS: threads }), /COTUNE_WASM_THREADS/);
 });
 
 test('.env.example documents every variable the schema reads', async () => {

@@ -125,6 +125,7 @@ export default async function process_(job: SandboxedJob<JobDataValue, JobResult
         cacheDir: join(config.dataDir, 'cache', 'relationship'),
         ...(model.hasClassNames ? { sourceClassNamesPath: join(store.dir('models', model.id), 'class-names.json') } : {}),
         ...(config.tfBackend ? { backend: config.tfBackend } : {}),
+        wasmThreads: config.wasmThreads,
       },
       {
         signal: controller.signal,

@@ -55,6 +55,7 @@ export function parseCli(argv: string[]): CliArgs {
     cache: { type: 'string' },
     checkpoint: { type: 'string' },
     backend: { type: 'string' },
+    threads: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
     quiet: { type: 'boolean', short: 'q' },
   };

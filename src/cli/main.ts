@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { BACKEND_PREFERENCE, InvalidInputError, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
+import { BACKEND_PREFERENCE, InvalidInputError, MAX_WASM_THREADS, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
 import { parseCli, UsageError, type CliArgs } from './args.js';
 import { createProgressPrinter } from './progress.js';
 
@@ -23,6 +23,7 @@ Inputs:
   --checkpoint DIR       checkpoint folder; a run resumes from it when it holds a checkpoint
   --backend NAME         force tensorflow-gpu, tensorflow, wasm or cpu (default: fastest available;
                          also COTUNE_TF_BACKEND)
+  --threads N            XNNPACK threads of the WASM backend, 1-${MAX_WASM_THREADS} (default 1; also COTUNE_WASM_THREADS)
   -q, --quiet            no progress output
 
 Hyperparameters (defaults in parentheses):
@@ -92,6 +93,12 @@ async function main(argv: string[]): Promise<number> {
   if (backend && !(BACKEND_PREFERENCE as readonly string[]).includes(backend)) {
     throw new UsageError(`--backend must be one of ${BACKEND_PREFERENCE.join(', ')} (got "${backend}")`);
   }
+  const threadsRaw = (args.values.threads as string | undefined) ?? (process.env.COTUNE_WASM_THREADS || '1');
+  const wasmThreads = Number(threadsRaw);
+  if (!Number.isInteger(wasmThreads) || wasmThreads < 1 || wasmThreads > MAX_WASM_THREADS) {
+    const source = args.values.threads !== undefined ? '--threads' : 'COTUNE_WASM_THREADS';
+    throw new UsageError(`${source} expects an integer from 1 to ${MAX_WASM_THREADS} (got "${threadsRaw}")`);
+  }
   const seedRaw = (args.values.seed as string | undefined) ?? '0';
   const seed = Number(seedRaw);
   if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed expects a non-negative integer (got "${seedRaw}")`);
@@ -121,6 +128,7 @@ async function main(argv: string[]): Promise<number> {
     cacheDir: (args.values.cache as string | undefined) ?? join(outDir, '.cache'),
     checkpointDir: args.values.checkpoint as string | undefined,
     backend: backend || undefined,
+    wasmThreads,
   };
   try {
     if (args.command === 'relationship') {

@@ -66,7 +66,7 @@ async function modelWeightsHash(modelDir: string): Promise<string> {
 /** Resolve inputs, split the data and decode every image the run needs, once. */
 async function prepare(options: RunOptions, hooks: RunHooks): Promise<RunContext> {
   const hp = resolveHyperparameters(options.hyperparameters);
-  const backend = await selectBackend({ preferred: options.backend });
+  const backend = await selectBackend({ preferred: options.backend, wasmThreads: options.wasmThreads });
   hooks.log?.(`backend: ${backend.name} (threads ${backend.threads})`);
   progress(hooks, 'loading', 0, { message: 'reading dataset and model' });
   const inspection = inspectModelJson(await readModelJson(options.modelDir), hp.headLayer);

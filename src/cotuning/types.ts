@@ -93,6 +93,8 @@ export interface RunOptions {
   checkpointDir?: string;
   /** Backend to force ('wasm', 'cpu', 'tensorflow', 'tensorflow-gpu'); default: the fastest available. */
   backend?: string;
+  /** XNNPACK threads when the backend is WASM (default 1). */
+  wasmThreads?: number;
 }
 
 export interface ClassificationMetrics {

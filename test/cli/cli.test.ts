@@ -14,7 +14,7 @@ function cotune(...args: string[]) {
 test('--help lists the commands and every hyperparameter flag', () => {
   const r = cotune('--help');
   assert.equal(r.code, 0);
-  for (const word of ['cotune compare', 'cotune train', 'cotune relationship', '--lambda', '--lr-target-head', '--sampling-rate', '--freeze-below']) {
+  for (const word of ['cotune compare', 'cotune train', 'cotune relationship', '--lambda', '--lr-target-head', '--sampling-rate', '--freeze-below', '--threads']) {
     assert.ok(r.stdout.includes(word), `help lacks ${word}`);
   }
 });
@@ -34,6 +34,7 @@ test('bad flags and unreadable inputs: one clear line, exit code 2', () => {
     [['compare', '--model', `${MOBILENET_DIR}/model.json`, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--lambda', '-3'], /hyperparameters\.lambda must be ≥ 0/],
     [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/etc/hostname'], /--out \/etc\/hostname: cannot create or write/],
     [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--backend', 'quantum'], /--backend must be one of/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--threads', '0'], /--threads expects an integer from 1 to 8/],
   ];
   for (const [args, pattern] of cases) {
     const r = cotune(...args);

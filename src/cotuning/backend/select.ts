@@ -1,8 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { InvalidInputError } from '../errors.js';
 import { registerFastGradients } from './gradients.js';
+import { setWasmBackend } from './wasm-threads.js';
 
 /** Backends in order of preference; the first that loads and initialises wins. */
 export const BACKEND_PREFERENCE = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -21,9 +22,9 @@ export interface SelectBackendOptions {
   /** Force one backend ('tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'); fails if it cannot load. */
   preferred?: string;
   /**
-   * WASM thread count; only honoured where the runtime supports WASM threads. TF.js 4.22 never
-   * enables WASM threads under Node (WASM_HAS_MULTITHREAD_SUPPORT is forced off there), so the
-   * WASM backend runs on 1 thread; BackendInfo.threads reports what is actually in use.
+   * XNNPACK threads of the WASM backend (default 1). More than 1 starts tfjs-backend-wasm's
+   * threaded build through wasm-threads.ts, which falls back to 1 thread (with a warning) if
+   * that fails; BackendInfo.threads reports what is actually in use.
    */
   wasmThreads?: number;
 }
@@ -46,8 +47,7 @@ async function tryBackend(choice: BackendChoice, options: SelectBackendOptions):
     if (!(await loadNative(pkg)) || !(await tf.setBackend('tensorflow'))) return undefined;
     return { name: `tensorflow (${pkg})`, tfBackend: 'tensorflow', threads: 1 };
   }
-  if (choice === 'wasm' && options.wasmThreads !== undefined) setThreadsCount(options.wasmThreads);
-  if (!(await tf.setBackend(choice))) return undefined;
+  if (!(await (choice === 'wasm' ? setWasmBackend(options.wasmThreads ?? 1) : tf.setBackend(choice)))) return undefined;
   await tf.ready();
   await registerFastGradients(choice);
   return { name: choice, tfBackend: choice, threads: choice === 'wasm' ? getThreadsCount() : 1 };

@@ -11,7 +11,7 @@ type TensorInfo = tf.TensorInfo;
 
 /** The part of the WebAssembly API used here (@types/node 20 does not declare it). */
 interface WebAssemblyApi {
-  Memory: abstract new (...args: never[]) => object;
+  Memory: abstract new (...args: never[]) => { buffer: ArrayBuffer | SharedArrayBuffer };
   validate(binary: Uint8Array): boolean;
   instantiate(binary: Uint8Array, imports: object): Promise<{ instance: { exports: object } }>;
 }
@@ -19,7 +19,8 @@ const WebAssembly = (globalThis as unknown as { WebAssembly: WebAssemblyApi }).W
 
 /** The parts of tfjs-backend-wasm's BackendWasm that the kernels need (not in its public types). */
 interface WasmBackendInternals {
-  wasm: { asm: { memory?: object } };
+  /** The single-threaded build exports its memory; the threaded one imports it (wasmMemory). */
+  wasm: { asm: { memory?: object }; wasmMemory?: object };
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
   disposeData(dataId: object): boolean;
@@ -89,14 +90,25 @@ function channels(x: TensorInfo, others: TensorInfo[]): number {
   return c;
 }
 
-/** Source is assembled at start-up (a few ms) so the repository holds only readable text. */
-async function assemble(): Promise<Uint8Array> {
-  const source = readFileSync(new URL('./kernels.wat', import.meta.url), 'utf8');
+const MEMORY_IMPORT = '(import "tfjs" "memory" (memory 1))';
+/** A shared memory import needs a maximum: the wasm32 limit admits whatever the backend chose. */
+const SHARED_MEMORY_IMPORT = '(import "tfjs" "memory" (memory 1 65536 shared))';
+
+/**
+ * Source is assembled at start-up (a few ms) so the repository holds only readable text. With
+ * WASM threads the backend's memory is shared, and an import must declare the same sharing.
+ */
+async function assemble(sharedMemory: boolean): Promise<Uint8Array> {
+  let source = readFileSync(new URL('./kernels.wat', import.meta.url), 'utf8');
+  if (!source.includes(MEMORY_IMPORT)) throw new Error(`wasm kernels: kernels.wat must import ${MEMORY_IMPORT}`);
+  if (sharedMemory) source = source.replace(MEMORY_IMPORT, SHARED_MEMORY_IMPORT);
   // Loaded here, not at the top: native backends never need the assembler.
   const { default: wabt } = await import('wabt');
-  const module = (await wabt()).parseWat('kernels.wat', source, { simd: true, bulk_memory: true });
+  const features = { simd: true, bulk_memory: true, threads: sharedMemory };
+  const module = (await wabt()).parseWat('kernels.wat', source, features);
   try {
-    module.validate();
+    // wabt's typings omit validate's features argument; without it a shared memory is rejected.
+    (module as unknown as { validate(features: object): void }).validate(features);
     return module.toBinary({}).buffer;
   } finally {
     module.destroy();
@@ -110,9 +122,9 @@ async function assemble(): Promise<Uint8Array> {
 export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolean> {
   if (loaded.has(backend)) return true;
   const internals = backend as unknown as WasmBackendInternals;
-  const memory = internals.wasm?.asm?.memory;
+  const memory = internals.wasm?.asm?.memory ?? internals.wasm?.wasmMemory;
   if (!(memory instanceof WebAssembly.Memory)) return false;
-  const binary = await assemble();
+  const binary = await assemble(memory.buffer instanceof SharedArrayBuffer);
   if (!WebAssembly.validate(binary)) return false;
   const { instance } = await WebAssembly.instantiate(binary, { tfjs: { memory } });
   const exports = instance.exports as unknown as KernelExports;

@@ -1,0 +1,91 @@
+/**
+ * The WASM backend on 2 XNNPACK threads (src/cotuning/backend/wasm-threads.ts), started in this
+ * file's own process: the thread count is real, our WAT kernels load into the shared memory and
+ * run, gradients match the stock CPU kernels, and a process that started the threads exits on
+ * its own. References are computed on 'cpu' first, before any fast gradient is registered.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { before, describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
+import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { selectBackend } from '../../src/cotuning/backend/select.js';
+import { wasmKernels, type WasmKernels } from '../../src/cotuning/backend/wasm-kernels.js';
+import { rand, relError } from '../helpers/tensors.js';
+
+const TOL = 1e-4;
+const EXIT_FIXTURE = fileURLToPath(new URL('./fixtures/wasm-threads-exit.ts', import.meta.url));
+
+const grads = (f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[]): Float32Array[] =>
+  tf.grads((...xs: tf.Tensor[]) => tf.sum(tf.mul(f(...xs), rand(f(...inputs).shape, 99))))(inputs).map((g) => g.dataSync() as Float32Array);
+
+/** Big enough for XNNPACK to split the work between threads; each passes through our WAT kernels or XNNPACK. */
+const cases: Record<string, () => Float32Array[]> = {
+  'conv2d 3x3': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 24, 24, 16], 1), rand([3, 3, 16, 32], 2)])),
+  'depthwise 3x3 stride 2': () => tf.tidy(() => grads((x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, 'same'), [rand([4, 24, 24, 32], 3), rand([3, 3, 32, 1], 4)])),
+  'matMul 256x128x192': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([256, 128], 5), rand([128, 192], 6)])),
+  'batchnorm layer training': () =>
+    tf.tidy(() => {
+      const layer = tf.layers.batchNormalization({ epsilon: 1e-3 });
+      layer.build([8, 12, 12, 24]);
+      layer.setWeights([rand([24], 7), rand([24], 8), rand([24], 9), tf.add(rand([24], 10), 2)]);
+      return grads((x) => layer.apply(x, { training: true }) as tf.Tensor, [tf.mul(rand([8, 12, 12, 24], 11), 3)]);
+    }),
+  'relu6 activation': () =>
+    tf.tidy(() => {
+      const layer = tf.layers.activation({ activation: 'relu6' });
+      return grads((x) => layer.apply(x) as tf.Tensor, [tf.mul(rand([8, 12, 12, 24], 12), 8)]);
+    }),
+};
+
+const references = new Map<string, Float32Array[]>();
+
+describe('wasm backend on 2 threads', () => {
+  before(async () => {
+    assert.ok(await tf.setBackend('cpu'));
+    for (const [name, run] of Object.entries(cases)) references.set(name, run());
+  });
+
+  it('runs 2 XNNPACK threads with our WAT kernels on its shared memory', async () => {
+    const info = await selectBackend({ preferred: 'wasm', wasmThreads: 2 });
+    assert.equal(info.tfBackend, 'wasm');
+    assert.equal(getThreadsCount(), 2);
+    assert.equal(info.threads, 2);
+    assert.ok(wasmKernels(tf.backend()), 'our WAT kernels did not load');
+  });
+
+  it(`gradients match the stock CPU kernels (rel. error ≤ ${TOL}), through our WAT kernels`, (t) => {
+    // Count the calls of each WAT kernel: a silent fallback to the composite versions must fail.
+    const own = wasmKernels(tf.backend()) as WasmKernels;
+    const calls = new Map<string, number>();
+    for (const name of Object.keys(own) as (keyof WasmKernels)[]) {
+      const kernel = own[name] as (...args: unknown[]) => tf.TensorInfo;
+      (own as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
+        calls.set(name, (calls.get(name) ?? 0) + 1);
+        return kernel(...args);
+      };
+    }
+    let worst = 0;
+    for (const [name, run] of Object.entries(cases)) {
+      const got = run();
+      const want = references.get(name) as Float32Array[];
+      assert.equal(got.length, want.length, name);
+      got.forEach((g, i) => {
+        const e = relError(g, want[i]);
+        worst = Math.max(worst, e);
+        assert.ok(e <= TOL, `${name} gradient ${i}: relative error ${e.toExponential(2)}`);
+      });
+    }
+    for (const name of Object.keys(own)) assert.ok(calls.get(name), `WAT kernel ${name} never ran`);
+    t.diagnostic(`worst relative error ${worst.toExponential(2)}; WAT kernel calls ${JSON.stringify(Object.fromEntries(calls))}`);
+  });
+
+  it('a process that started 2 threads exits on its own', () => {
+    const r = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), EXIT_FIXTURE], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.signal, null, `killed after 120 s: the pthread workers keep the process alive\n${r.stderr}`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /WASM threads unavailable/);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop() as string), { threads: 2, kernels: true, finite: true });
+  });
+});
