@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { selectBackend } from '../../src/cotuning/backend/select.js';
 import { wasmKernels, type WasmKernels } from '../../src/cotuning/backend/wasm-kernels.js';
+import { NesterovSgd } from '../../src/cotuning/optimizer.js';
 import { rand, relError } from '../helpers/tensors.js';
 
 const TOL = 1e-4;
@@ -24,6 +25,21 @@ const grads = (f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[]): Float
 const cases: Record<string, () => Float32Array[]> = {
   'conv2d 3x3': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 24, 24, 16], 1), rand([3, 3, 16, 32], 2)])),
   'depthwise 3x3 stride 2': () => tf.tidy(() => grads((x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, 'same'), [rand([4, 24, 24, 32], 3), rand([3, 3, 32, 1], 4)])),
+  'pointwise conv2d': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 24, 24, 16], 13), rand([1, 1, 16, 32], 14)])),
+  'maxPool 3x3 stride 2': () => tf.tidy(() => grads((x) => tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'), [rand([4, 24, 24, 16], 15)])),
+  'Nesterov SGD, 2 steps': () => {
+    const vars = [tf.variable(rand([3, 3, 32, 1], 16)), tf.variable(rand([37], 17))];
+    const optimizer = new NesterovSgd(0.9, 5e-4);
+    for (let step = 0; step < 2; step++) {
+      const g = new Map(vars.map((v, i) => [v, rand(v.shape, 20 + 2 * step + i)]));
+      optimizer.apply(g, [{ variables: vars, lr: 0.1 }]);
+      tf.dispose([...g.values()]);
+    }
+    const out = [...vars, ...optimizer.state(vars).map((v) => v as tf.Variable)].map((t) => t.dataSync().slice() as Float32Array);
+    optimizer.dispose();
+    tf.dispose(vars);
+    return out;
+  },
   'matMul 256x128x192': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([256, 128], 5), rand([128, 192], 6)])),
   'batchnorm layer training': () =>
     tf.tidy(() => {
