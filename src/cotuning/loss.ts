@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { SOFT_CE_KERNEL, fusedSoftCrossEntropy } from './backend/cross-entropy.js';
 
 export interface LossTerms {
   total: tf.Scalar;
@@ -7,11 +8,15 @@ export interface LossTerms {
   source: tf.Scalar;
 }
 
+/** The backend has the two-kernel version (WASM and CPU with our kernels; native backends use tf ops). */
+const hasFusedKernel = (): boolean => tf.getKernel(SOFT_CE_KERNEL, tf.getBackend()) !== undefined;
+
 /**
  * Mean cross-entropy of integer labels, via log-softmax so it never takes log(0).
  * Shape: logits [B, C], labels [B] int32 → scalar.
  */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+  if (hasFusedKernel()) return tf.tidy(() => fusedSoftCrossEntropy(logits, tf.oneHot(labels, logits.shape[1]).toFloat() as tf.Tensor2D));
   return tf.tidy(() => {
     const logp = tf.logSoftmax(logits);
     const picked = tf.sum(tf.mul(logp, tf.oneHot(labels, logits.shape[1])), 1);
@@ -25,6 +30,7 @@ export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scala
  * Shape: logits [B, S], soft [B, S] → scalar.
  */
 export function softCrossEntropy(logits: tf.Tensor2D, soft: tf.Tensor2D): tf.Scalar {
+  if (hasFusedKernel()) return fusedSoftCrossEntropy(logits, soft);
   return tf.tidy(() => tf.neg(tf.mean(tf.sum(tf.mul(soft, tf.logSoftmax(logits)), 1))) as tf.Scalar);
 }
 

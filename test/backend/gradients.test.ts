@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from '../../src/cotuning/backend/gradients.js';
 import { wasmKernels } from '../../src/cotuning/backend/wasm-kernels.js';
+import { crossEntropy, softCrossEntropy } from '../../src/cotuning/loss.js';
 import { loadLayersModel } from '../../src/cotuning/model-io.js';
 import { buildNet, disposeNet, trainableGroups } from '../../src/cotuning/network.js';
 import { NesterovSgd } from '../../src/cotuning/optimizer.js';
@@ -352,6 +353,26 @@ for (const [b, c, s] of [
         const ce = tf.grad((z: tf.Tensor) => tf.losses.softmaxCrossEntropy(labels, z))(logits);
         const softCe = tf.grad((z: tf.Tensor) => tf.neg(tf.mean(tf.sum(tf.mul(soft, tf.logSoftmax(z)), 1))))(logits);
         return [ce, softCe].map((t) => t.dataSync() as Float32Array);
+      }),
+  });
+}
+// The library's losses (fused into two kernels once registered; tf ops in the reference), with
+// logits far apart so that probabilities underflow, and soft targets that do not sum to 1.
+for (const [b, c, spread, s] of [
+  [4, 5, 3, 910],
+  [32, 1000, 4, 911],
+  [6, 50, 120, 912],
+]) {
+  cases.push({
+    name: `cotuning loss terms ${b}x${c}, logits ×${spread}`,
+    run: () =>
+      tf.tidy(() => {
+        const logits = tf.mul(rand([b, c], s), spread) as tf.Tensor2D;
+        const labels = tf.tensor1d(Array.from({ length: b }, (_, i) => (i * 7) % c), 'int32');
+        const soft = tf.mul(tf.softmax(rand([b, c], s + 1)), 0.9) as tf.Tensor2D;
+        const [ce, dCe] = [crossEntropy(logits, labels), tf.grad((z: tf.Tensor) => crossEntropy(z as tf.Tensor2D, labels))(logits)];
+        const [sce, dSce] = [softCrossEntropy(logits, soft), tf.grad((z: tf.Tensor) => softCrossEntropy(z as tf.Tensor2D, soft))(logits)];
+        return [ce, dCe, sce, dSce].map((t) => t.dataSync() as Float32Array);
       }),
   });
 }

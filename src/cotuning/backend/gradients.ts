@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { patchRelu6Activation, relu6MaskGradKernel } from './activations.js';
 import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
 import { convGradConfigs, convGradKernels, patchConv2DLayer } from './conv-grads.js';
+import { crossEntropyKernels } from './cross-entropy.js';
 import { nesterovUpdateKernel } from './nesterov.js';
 import { loadWasmKernels, wasmKernels } from './wasm-kernels.js';
 import {
@@ -58,6 +59,7 @@ async function register(backend: string): Promise<void> {
   if (backend === 'wasm' && instance) await loadWasmKernels(instance);
   for (const config of convGradKernels(backend)) replaceKernel(config);
   for (const config of batchNormKernels(backend)) replaceKernel(config);
+  for (const config of crossEntropyKernels(backend)) replaceKernel(config);
   replaceKernel(relu6GradKernel(backend));
   replaceKernel(relu6MaskGradKernel(backend));
   // The CPU backend's Identity already shares the buffer; WASM's copies every tensor the tape saves.
