@@ -5,7 +5,7 @@
  *                          [--steps N] [--json PATH] [--profile] [--stock]
  *
  * Measures, per input size: inference (backbone + target head), the relationship pass (the
- * pre-trained model to source softmax probabilities), and the library's training step
+ * library's: backbone + source head in inference mode, then softmax rows), and its training step
  * (train.ts trainStep): fine-tune, co-tuning, and fine-tune with the lower backbone frozen.
  * Times are medians over --steps rounds (default 10); the target ratios are medians of the
  * per-round ratios. `--stock` skips registerFastGradients (WASM then cannot train).
@@ -22,7 +22,8 @@ import { registerFastGradients } from '../src/cotuning/backend/gradients.js';
 import { setWasmBackend } from '../src/cotuning/backend/wasm-threads.js';
 import { DEFAULT_HYPERPARAMETERS } from '../src/cotuning/hyperparameters.js';
 import { loadLayersModel } from '../src/cotuning/model-io.js';
-import { buildNet, disposeNet, features, targetLogits, trainableGroups, type CoTuningNet } from '../src/cotuning/network.js';
+import { buildNet, disposeNet, features, sourceLogits, targetLogits, trainableGroups, type CoTuningNet } from '../src/cotuning/network.js';
+import { softmaxRows } from '../src/cotuning/relationship.js';
 import { NesterovSgd } from '../src/cotuning/optimizer.js';
 import { trainStep } from '../src/cotuning/train.js';
 
@@ -74,7 +75,7 @@ function machineJiffies(): { busy: number; total: number } {
 interface Timing {
   /** Median wall seconds per call. */
   sec: number;
-  /** Wall seconds of each round's call, in round order. */
+  /** Wall seconds per call in each round, in round order. */
   walls: number[];
   /** Mean CPU seconds of this process per call (robust to other processes on the shared cores). */
   cpu: number;
@@ -82,11 +83,17 @@ interface Timing {
   others: number;
 }
 
+/** Timed calls per workload and round; each block also starts with one untimed call. */
+const CALLS_PER_BLOCK = 2;
+
 /**
- * Times several workloads round-robin (one call of each per round) so that changing load from
- * other processes hits them alike; one warm-up call each first (XNNPACK operator creation,
- * weight packing, heap growth, optimiser state). Also returns the tensor-count change over the
- * timed rounds, which must be 0.
+ * Times several workloads round-robin, one block of calls of each per round, so that changing
+ * load from other processes hits them alike. A block starts with an untimed call because the
+ * first call after another workload pays for that workload's garbage (collected then: a few
+ * percent after a training step), which would otherwise bias the ratios by the order of the
+ * workloads; the order also alternates between rounds. One warm-up call each first (XNNPACK
+ * operator creation, weight packing, heap growth, optimiser state). Also returns the
+ * tensor-count change over the timed rounds, which must be 0.
  */
 function timeAll(fns: (() => void)[], rounds: number): { timings: Timing[]; tensorDelta: number } {
   for (const fn of fns) fn();
@@ -96,18 +103,20 @@ function timeAll(fns: (() => void)[], rounds: number): { timings: Timing[]; tens
   const busy = fns.map(() => 0);
   const hz = 100; // USER_HZ of /proc/stat
   for (let r = 0; r < rounds; r++) {
-    fns.forEach((fn, i) => {
+    const order = fns.map((_, i) => (r % 2 === 0 ? i : fns.length - 1 - i));
+    for (const i of order) {
+      fns[i]();
       const j0 = machineJiffies();
       const c0 = process.cpuUsage();
       const t0 = performance.now();
-      fn();
-      const wall = (performance.now() - t0) / 1000;
+      for (let k = 0; k < CALLS_PER_BLOCK; k++) fns[i]();
+      const wall = (performance.now() - t0) / 1000 / CALLS_PER_BLOCK;
       const c1 = process.cpuUsage(c0);
-      const own = (c1.user + c1.system) / 1e6;
+      const own = (c1.user + c1.system) / 1e6 / CALLS_PER_BLOCK;
       walls[i].push(wall);
       cpus[i] += own;
-      busy[i] += Math.max(0, (machineJiffies().busy - j0.busy) / hz - own);
-    });
+      busy[i] += Math.max(0, (machineJiffies().busy - j0.busy) / hz / CALLS_PER_BLOCK - own);
+    }
   }
   const timings = fns.map((_, i) => {
     const sorted = [...walls[i]].sort((a, b) => a - b);
@@ -118,8 +127,8 @@ function timeAll(fns: (() => void)[], rounds: number): { timings: Timing[]; tens
 }
 
 /**
- * Median over rounds of a's time / b's time in the same round: the two calls ran back to back,
- * so the ratio holds while the machine's speed drifts (shared cores, clock changes).
+ * Median over rounds of a's time / b's time in the same round: the two blocks ran close
+ * together, so the ratio holds while the machine's speed drifts (shared cores, clock changes).
  */
 function pairedRatio(a: Timing, b: Timing): number {
   const ratios = a.walls.map((w, r) => w / b.walls[r]).sort((p, q) => p - q);
@@ -204,9 +213,11 @@ async function main(): Promise<void> {
       p.dataSync();
       p.dispose();
     };
+    // As run.ts estimates the relationship: the untouched source head in inference mode, then
+    // row-wise softmax (evaluate.ts predictLogits + relationship.ts softmaxRows).
     const relationship = (): void => {
-      const p = full.predict(x) as tf.Tensor;
-      p.dataSync();
+      const p = tf.tidy(() => sourceLogits(net, features(net, x, false)));
+      softmaxRows(p.dataSync() as Float32Array, batch, p.shape[1] as number);
       p.dispose();
     };
     const fineStep = makeStep(net, 0);
