@@ -62,6 +62,48 @@ for (const h of [7, 8, 13]) {
   }
 }
 
+// Output channels a multiple of 8 (our WASM filter-gradient kernel): input channels that are
+// and are not multiples of 4, strided 1x1 filters, dilations, and more output pixels than one
+// of its blocks (MobileNet's first layer: 3x3, stride 2, 3 → 8 channels).
+for (const [xShape, k, stride, pad, dilation, co] of [
+  [[2, 9, 8, 3], 3, 1, 'same', 1, 8],
+  [[2, 9, 8, 3], 3, 2, 'same', 1, 8],
+  [[2, 10, 9, 5], 5, 2, 'valid', 1, 16],
+  [[2, 9, 9, 4], 3, 1, 1, 1, 8],
+  [[3, 8, 7, 8], 1, 2, 'same', 1, 8],
+  [[2, 11, 10, 3], 3, 1, 'same', 2, 8],
+  [[2, 11, 10, 6], 3, 1, 'valid', 3, 16],
+  [[4, 48, 48, 3], 3, 2, 'same', 1, 8],
+  [[2, 13, 13, 12], 3, 2, 'valid', 1, 24],
+] as [number[], number, number, 'same' | 'valid' | number, number, number][]) {
+  const s = seed++;
+  cases.push({
+    name: `conv2d ${xShape.join('x')} k${k} s${stride} ${pad} d${dilation} → ${co}`,
+    run: () =>
+      tf.tidy(() => {
+        const x = rand(xShape, s) as tf.Tensor4D;
+        const w = rand([k, k, xShape[3], co], s + 1000) as tf.Tensor4D;
+        const dilations = [dilation, dilation];
+        const dy = rand(tf.conv2d(x, w, stride, pad as 'same', 'NHWC', dilation).shape, s + 2000);
+        const attrs = { strides: [stride, stride], pad, dataFormat: 'NHWC', dilations };
+        return [run('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape })];
+      }),
+    // The stock CPU kernel ignores dilations: compare with the dense filter it equals.
+    reference:
+      dilation === 1
+        ? undefined
+        : () =>
+            tf.tidy(() => {
+              const x = rand(xShape, s) as tf.Tensor4D;
+              const w = rand([k, k, xShape[3], co], s + 1000) as tf.Tensor4D;
+              const wd = dilateFilter(w, dilation);
+              const dy = rand(tf.conv2d(x, wd, stride, pad as 'same').shape, s + 2000);
+              const attrs = { strides: [stride, stride], pad, dataFormat: 'NHWC' };
+              return [undilate(run('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: wd.shape }), w.shape, dilation)];
+            }),
+  });
+}
+
 // Pointwise convolutions with channel counts our WASM kernel takes (ci % 4, co % 8), including
 // more rows than one of its blocks and channel counts that are not powers of two.
 for (const [xShape, co] of [
@@ -137,6 +179,30 @@ for (const stride of [1, 2]) {
   }
 }
 
+// Channels in fours with a 3x3 filter: our WASM kernel's register path, for rows and columns
+// with and without padded taps, including inputs too small to have any pixel without them.
+for (const [xShape, stride, pad] of [
+  [[2, 9, 10, 8], 1, 'same'],
+  [[2, 9, 10, 8], 2, 'same'],
+  [[2, 10, 9, 16], 2, 'valid'],
+  [[3, 7, 7, 12], 2, 2],
+  [[2, 2, 2, 8], 1, 'same'],
+  [[2, 3, 3, 4], 2, 'same'],
+] as [number[], number, 'same' | 'valid' | number][]) {
+  const s = seed++;
+  cases.push({
+    name: `depthwise 3x3 ${xShape.join('x')} s${stride} ${pad}`,
+    run: () =>
+      tf.tidy(() => {
+        const x = rand(xShape, s) as tf.Tensor4D;
+        const w = rand([3, 3, xShape[3], 1], s + 1000) as tf.Tensor4D;
+        const dy = rand(tf.depthwiseConv2d(x, w, stride, pad as 'same').shape, s + 2000);
+        const attrs = { strides: [stride, stride], pad, dilations: [1, 1] };
+        return [run('DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape })];
+      }),
+  });
+}
+
 /** Gradients of Σ(f(x, w) · r) with respect to x and w, through the registered gradients. */
 function convGrads(f: (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor, xs: number[], ws: number[], s: number): Float32Array[] {
   return tf.tidy(() => {
@@ -182,6 +248,11 @@ for (const d of [2, 3]) {
       name: `depthwise dilation ${d} ${pad}`,
       run: () => convGrads((x, w) => tf.depthwiseConv2d(x, w, 1, pad, 'NHWC', d), [2, 11, 10, 3], [3, 3, 3, 1], s),
       reference: () => dilatedRef(true, d, pad, s),
+    });
+    cases.push({
+      name: `depthwise dilation ${d} ${pad}, 8 channels`,
+      run: () => convGrads((x, w) => tf.depthwiseConv2d(x, w, 1, pad, 'NHWC', d), [2, 11, 10, 8], [3, 3, 8, 1], s),
+      reference: () => dilatedRef(true, d, pad, s, 8),
     });
   }
 }
@@ -397,10 +468,10 @@ cases.push({
 });
 
 /** Same computations with dense (zero-inserted) filters, for the dilated cases' references. */
-function dilatedRef(depthwise: boolean, d: number, pad: 'same' | 'valid', s: number): Float32Array[] {
-  const wShape = depthwise ? [3, 3, 3, 1] : [3, 3, 3, 2];
+function dilatedRef(depthwise: boolean, d: number, pad: 'same' | 'valid', s: number, channels = 3): Float32Array[] {
+  const wShape = depthwise ? [3, 3, channels, 1] : [3, 3, channels, 2];
   return tf.tidy(() => {
-    const x = rand([2, 11, 10, 3], s) as tf.Tensor4D;
+    const x = rand([2, 11, 10, channels], s) as tf.Tensor4D;
     const w = rand(wShape, s + 1) as tf.Tensor4D;
     const wd = dilateFilter(w, d);
     const f = (a: tf.Tensor4D, b: tf.Tensor4D) => (depthwise ? tf.depthwiseConv2d(a, b, 1, pad) : tf.conv2d(a, b, 1, pad));

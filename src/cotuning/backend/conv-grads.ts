@@ -162,6 +162,8 @@ export function conv2DBackpropFilter(
     const dwT = s.matMul(dyT, s.reshape(x, [m, ci]));
     return s.reshape(s.transpose(dwT, [1, 0]), filterShape);
   }
+  const own = wasmKernels(s.backend)?.convFilterGrad(x, dy, c);
+  if (own) return s.adopt(own);
   // Channels of x become the batch, the batch becomes the contraction axis: one conv with dy as filter.
   const xT = s.transpose(x, [3, 1, 2, 0]); // [ci, H, W, N]
   const dyF = s.transpose(dy, [1, 2, 0, 3]); // [Ho, Wo, N, co]

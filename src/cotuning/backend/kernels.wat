@@ -7,161 +7,389 @@
   ;; Depthwise convolution filter gradient, depth multiplier 1:
   ;;   out[ky, kx, c] = sum over b, oy, ox of x[b, iy, ix, c] * dy[b, oy, ox, c]
   ;;   with iy = oy*sh + ky*dh - pt, ix = ox*sw + kx*dw - pl (taps outside x are zero padding).
-  ;; One pass over dy; each dy pixel meets the x pixels of its kh*kw taps while both are in
-  ;; cache, and the [kh, kw, c] accumulator stays in L1.
+  ;; One pass over dy, row by row. For 3x3 filters and channels in fours, the pixels of a row
+  ;; whose taps are all inside x go through $depthwiseRow3x3 (9 accumulators in registers);
+  ;; every other pixel through $depthwisePixel.
   (func (export "depthwiseFilterGrad")
     (param $x i32) (param $dy i32) (param $out i32)
     (param $n i32) (param $h i32) (param $w i32) (param $c i32)
     (param $ho i32) (param $wo i32) (param $kh i32) (param $kw i32)
     (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
     (param $pt i32) (param $pl i32)
-    (local $cBytes i32) (local $vecBytes i32)
-    (local $b i32) (local $oy i32) (local $ox i32) (local $ky i32) (local $kx i32)
-    (local $iy i32) (local $ix i32)
-    (local $dyPix i32) (local $xRow i32) (local $xPix i32) (local $oTap i32) (local $i i32)
-
-    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
-    ;; Channels handled 4 at a time; the remainder (c mod 4) one at a time.
-    (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
+    (local $fast i32) (local $oxLo i32) (local $oxHi i32) (local $iy i32)
+    (local $b i32) (local $oy i32) (local $ox i32)
     (memory.fill (local.get $out) (i32.const 0)
-      (i32.mul (i32.mul (local.get $kh) (local.get $kw)) (local.get $cBytes)))
-    (local.set $dyPix (local.get $dy))
-
+      (i32.mul (i32.mul (local.get $kh) (local.get $kw)) (i32.shl (local.get $c) (i32.const 2))))
+    (local.set $fast (i32.and
+      (i32.and (i32.eq (local.get $kh) (i32.const 3)) (i32.eq (local.get $kw) (i32.const 3)))
+      (i32.eqz (i32.and (local.get $c) (i32.const 3)))))
+    ;; Columns whose three taps are all inside x: ox*sw >= pl and ox*sw + 2*dw - pl <= w - 1.
+    (local.set $oxLo (i32.div_u (i32.add (local.get $pl) (i32.sub (local.get $sw) (i32.const 1))) (local.get $sw)))
+    (local.set $oxHi (i32.add (i32.div_s
+      (i32.add (i32.sub (i32.sub (local.get $w) (i32.const 1)) (i32.mul (local.get $dw) (i32.const 2))) (local.get $pl))
+      (local.get $sw)) (i32.const 1)))
+    (if (i32.lt_s (i32.add (i32.sub (i32.sub (local.get $w) (i32.const 1)) (i32.mul (local.get $dw) (i32.const 2))) (local.get $pl)) (i32.const 0))
+      (then (local.set $oxHi (i32.const 0))))
+    (if (i32.gt_s (local.get $oxHi) (local.get $wo)) (then (local.set $oxHi (local.get $wo))))
+    (if (i32.lt_s (local.get $oxHi) (local.get $oxLo)) (then (local.set $oxHi (local.get $oxLo))))
+    (if (i32.gt_s (local.get $oxLo) (local.get $wo)) (then (local.set $oxLo (local.get $wo)) (local.set $oxHi (local.get $wo))))
     (local.set $b (i32.const 0))
     (block $bDone (loop $bLoop
       (br_if $bDone (i32.ge_u (local.get $b) (local.get $n)))
       (local.set $oy (i32.const 0))
       (block $oyDone (loop $oyLoop
         (br_if $oyDone (i32.ge_u (local.get $oy) (local.get $ho)))
-        (local.set $ox (i32.const 0))
-        (block $oxDone (loop $oxLoop
-          (br_if $oxDone (i32.ge_u (local.get $ox) (local.get $wo)))
-          (local.set $ky (i32.const 0))
-          (block $kyDone (loop $kyLoop
-            (br_if $kyDone (i32.ge_u (local.get $ky) (local.get $kh)))
-            (local.set $iy (i32.sub
-              (i32.add (i32.mul (local.get $oy) (local.get $sh)) (i32.mul (local.get $ky) (local.get $dh)))
-              (local.get $pt)))
-            ;; Unsigned compare also rejects negative rows (top padding).
-            (if (i32.lt_u (local.get $iy) (local.get $h)) (then
-              (local.set $xRow (i32.add (local.get $x)
-                (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h)) (local.get $iy))
-                         (i32.mul (local.get $w) (local.get $cBytes)))))
-              (local.set $kx (i32.const 0))
-              (block $kxDone (loop $kxLoop
-                (br_if $kxDone (i32.ge_u (local.get $kx) (local.get $kw)))
-                (local.set $ix (i32.sub
-                  (i32.add (i32.mul (local.get $ox) (local.get $sw)) (i32.mul (local.get $kx) (local.get $dw)))
-                  (local.get $pl)))
-                (if (i32.lt_u (local.get $ix) (local.get $w)) (then
-                  (local.set $xPix (i32.add (local.get $xRow) (i32.mul (local.get $ix) (local.get $cBytes))))
-                  (local.set $oTap (i32.add (local.get $out)
-                    (i32.mul (i32.add (i32.mul (local.get $ky) (local.get $kw)) (local.get $kx)) (local.get $cBytes))))
-                  (local.set $i (i32.const 0))
-                  (block $vDone (loop $vLoop
-                    (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
-                    (v128.store (i32.add (local.get $oTap) (local.get $i))
-                      (f32x4.add
-                        (v128.load (i32.add (local.get $oTap) (local.get $i)))
-                        (f32x4.mul
-                          (v128.load (i32.add (local.get $xPix) (local.get $i)))
-                          (v128.load (i32.add (local.get $dyPix) (local.get $i))))))
-                    (local.set $i (i32.add (local.get $i) (i32.const 16)))
-                    (br $vLoop)))
-                  (block $sDone (loop $sLoop
-                    (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
-                    (f32.store (i32.add (local.get $oTap) (local.get $i))
-                      (f32.add
-                        (f32.load (i32.add (local.get $oTap) (local.get $i)))
-                        (f32.mul
-                          (f32.load (i32.add (local.get $xPix) (local.get $i)))
-                          (f32.load (i32.add (local.get $dyPix) (local.get $i))))))
-                    (local.set $i (i32.add (local.get $i) (i32.const 4)))
-                    (br $sLoop)))))
-                (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
-                (br $kxLoop)))))
-            (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
-            (br $kyLoop)))
-          (local.set $dyPix (i32.add (local.get $dyPix) (local.get $cBytes)))
+        (local.set $iy (i32.sub (i32.mul (local.get $oy) (local.get $sh)) (local.get $pt)))
+        (if (i32.and (local.get $fast)
+              (i32.and (i32.ge_s (local.get $iy) (i32.const 0))
+                       (i32.lt_s (i32.add (local.get $iy) (i32.mul (local.get $dh) (i32.const 2))) (local.get $h))))
+          (then
+            (local.set $ox (i32.const 0))
+            (block $loDone (loop $loLoop
+              (br_if $loDone (i32.ge_u (local.get $ox) (local.get $oxLo)))
+              (call $depthwisePixel (local.get $x) (local.get $dy) (local.get $out)
+                (local.get $h) (local.get $w) (local.get $c) (local.get $ho) (local.get $wo)
+                (local.get $kh) (local.get $kw) (local.get $sh) (local.get $sw) (local.get $dh) (local.get $dw)
+                (local.get $pt) (local.get $pl) (local.get $b) (local.get $oy) (local.get $ox))
+              (local.set $ox (i32.add (local.get $ox) (i32.const 1)))
+              (br $loLoop)))
+            (call $depthwiseRow3x3 (local.get $x) (local.get $dy) (local.get $out)
+              (local.get $h) (local.get $w) (local.get $c) (local.get $ho) (local.get $wo)
+              (local.get $sw) (local.get $dh) (local.get $dw) (local.get $pl)
+              (local.get $b) (local.get $oy) (local.get $iy) (local.get $oxLo) (local.get $oxHi))
+            (local.set $ox (local.get $oxHi)))
+          (else (local.set $ox (i32.const 0))))
+        (block $restDone (loop $restLoop
+          (br_if $restDone (i32.ge_u (local.get $ox) (local.get $wo)))
+          (call $depthwisePixel (local.get $x) (local.get $dy) (local.get $out)
+            (local.get $h) (local.get $w) (local.get $c) (local.get $ho) (local.get $wo)
+            (local.get $kh) (local.get $kw) (local.get $sh) (local.get $sw) (local.get $dh) (local.get $dw)
+            (local.get $pt) (local.get $pl) (local.get $b) (local.get $oy) (local.get $ox))
           (local.set $ox (i32.add (local.get $ox) (i32.const 1)))
-          (br $oxLoop)))
+          (br $restLoop)))
         (local.set $oy (i32.add (local.get $oy) (i32.const 1)))
         (br $oyLoop)))
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $bLoop))))
 
+  ;; Output pixels oxLo..oxHi-1 of row (b, oy) of a 3x3 depthwise filter gradient whose taps are
+  ;; all inside x (iy = oy*sh - pt is the top tap row). Per 4 channels, the 9 tap sums stay in
+  ;; registers for the whole row and join out once.
+  (func $depthwiseRow3x3
+    (param $x i32) (param $dy i32) (param $out i32)
+    (param $h i32) (param $w i32) (param $c i32) (param $ho i32) (param $wo i32)
+    (param $sw i32) (param $dh i32) (param $dw i32) (param $pl i32)
+    (param $b i32) (param $oy i32) (param $iy i32) (param $oxLo i32) (param $oxHi i32)
+    (local $cBytes i32) (local $rowBytes i32) (local $step i32) (local $t1 i32) (local $t2 i32)
+    (local $g i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $dp i32) (local $dEnd i32)
+    (local $d v128) (local $op i32)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128) (local $a4 v128)
+    (local $a5 v128) (local $a6 v128) (local $a7 v128) (local $a8 v128)
+    (if (i32.ge_u (local.get $oxLo) (local.get $oxHi)) (then (return)))
+    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $rowBytes (i32.mul (i32.mul (local.get $w) (local.get $cBytes)) (local.get $dh)))
+    (local.set $step (i32.mul (local.get $sw) (local.get $cBytes)))
+    (local.set $t1 (i32.mul (local.get $dw) (local.get $cBytes)))
+    (local.set $t2 (i32.shl (local.get $t1) (i32.const 1)))
+    (local.set $g (i32.const 0))
+    (block $gDone (loop $gLoop
+      (br_if $gDone (i32.ge_u (local.get $g) (local.get $cBytes)))
+      (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+      (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+      (local.set $a4 (v128.const i32x4 0 0 0 0)) (local.set $a5 (v128.const i32x4 0 0 0 0))
+      (local.set $a6 (v128.const i32x4 0 0 0 0)) (local.set $a7 (v128.const i32x4 0 0 0 0))
+      (local.set $a8 (v128.const i32x4 0 0 0 0))
+      ;; Left tap of the first pixel in each of the three tap rows.
+      (local.set $p0 (i32.add (i32.add (local.get $x)
+        (i32.mul (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h)) (local.get $iy)) (local.get $w))
+                          (i32.sub (i32.mul (local.get $oxLo) (local.get $sw)) (local.get $pl)))
+                 (local.get $cBytes)))
+        (local.get $g)))
+      (local.set $p1 (i32.add (local.get $p0) (local.get $rowBytes)))
+      (local.set $p2 (i32.add (local.get $p1) (local.get $rowBytes)))
+      (local.set $dp (i32.add (i32.add (local.get $dy)
+        (i32.mul (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $ho)) (local.get $oy)) (local.get $wo)) (local.get $oxLo))
+                 (local.get $cBytes)))
+        (local.get $g)))
+      (local.set $dEnd (i32.add (local.get $dp) (i32.mul (i32.sub (local.get $oxHi) (local.get $oxLo)) (local.get $cBytes))))
+      (loop $pix
+        (local.set $d (v128.load (local.get $dp)))
+        (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (v128.load (local.get $p0)) (local.get $d))))
+        (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (v128.load (i32.add (local.get $p0) (local.get $t1))) (local.get $d))))
+        (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (v128.load (i32.add (local.get $p0) (local.get $t2))) (local.get $d))))
+        (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (v128.load (local.get $p1)) (local.get $d))))
+        (local.set $a4 (f32x4.add (local.get $a4) (f32x4.mul (v128.load (i32.add (local.get $p1) (local.get $t1))) (local.get $d))))
+        (local.set $a5 (f32x4.add (local.get $a5) (f32x4.mul (v128.load (i32.add (local.get $p1) (local.get $t2))) (local.get $d))))
+        (local.set $a6 (f32x4.add (local.get $a6) (f32x4.mul (v128.load (local.get $p2)) (local.get $d))))
+        (local.set $a7 (f32x4.add (local.get $a7) (f32x4.mul (v128.load (i32.add (local.get $p2) (local.get $t1))) (local.get $d))))
+        (local.set $a8 (f32x4.add (local.get $a8) (f32x4.mul (v128.load (i32.add (local.get $p2) (local.get $t2))) (local.get $d))))
+        (local.set $p0 (i32.add (local.get $p0) (local.get $step)))
+        (local.set $p1 (i32.add (local.get $p1) (local.get $step)))
+        (local.set $p2 (i32.add (local.get $p2) (local.get $step)))
+        (local.set $dp (i32.add (local.get $dp) (local.get $cBytes)))
+        (br_if $pix (i32.lt_u (local.get $dp) (local.get $dEnd))))
+      ;; out[tap, g..g+3] += the tap sums; taps are cBytes apart.
+      (local.set $op (i32.add (local.get $out) (local.get $g)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a0)))
+      (local.set $op (i32.add (local.get $op) (local.get $cBytes)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a1)))
+      (local.set $op (i32.add (local.get $op) (local.get $cBytes)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a2)))
+      (local.set $op (i32.add (local.get $op) (local.get $cBytes)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a3)))
+      (local.set $op (i32.add (local.get $op) (local.get $cBytes)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a4)))
+      (local.set $op (i32.add (local.get $op) (local.get $cBytes)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a5)))
+      (local.set $op (i32.add (local.get $op) (local.get $cBytes)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a6)))
+      (local.set $op (i32.add (local.get $op) (local.get $cBytes)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a7)))
+      (local.set $op (i32.add (local.get $op) (local.get $cBytes)))
+      (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a8)))
+      (local.set $g (i32.add (local.get $g) (i32.const 16)))
+      (br $gLoop))))
+
+  ;; Adds dy pixel (b, oy, ox) times its kh*kw input taps to out, skipping taps in the padding;
+  ;; channels 4 at a time, the remainder (c mod 4) one at a time.
+  (func $depthwisePixel
+    (param $x i32) (param $dy i32) (param $out i32)
+    (param $h i32) (param $w i32) (param $c i32) (param $ho i32) (param $wo i32)
+    (param $kh i32) (param $kw i32) (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
+    (param $pt i32) (param $pl i32) (param $b i32) (param $oy i32) (param $ox i32)
+    (local $cBytes i32) (local $vecBytes i32) (local $ky i32) (local $kx i32)
+    (local $iy i32) (local $ix i32)
+    (local $dyPix i32) (local $xRow i32) (local $xPix i32) (local $oTap i32) (local $i i32)
+    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
+    (local.set $dyPix (i32.add (local.get $dy)
+      (i32.mul (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $ho)) (local.get $oy)) (local.get $wo)) (local.get $ox))
+               (local.get $cBytes))))
+    (local.set $ky (i32.const 0))
+    (block $kyDone (loop $kyLoop
+      (br_if $kyDone (i32.ge_u (local.get $ky) (local.get $kh)))
+      (local.set $iy (i32.sub
+        (i32.add (i32.mul (local.get $oy) (local.get $sh)) (i32.mul (local.get $ky) (local.get $dh)))
+        (local.get $pt)))
+      ;; Unsigned compare also rejects negative rows (top padding).
+      (if (i32.lt_u (local.get $iy) (local.get $h)) (then
+        (local.set $xRow (i32.add (local.get $x)
+          (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h)) (local.get $iy))
+                   (i32.mul (local.get $w) (local.get $cBytes)))))
+        (local.set $kx (i32.const 0))
+        (block $kxDone (loop $kxLoop
+          (br_if $kxDone (i32.ge_u (local.get $kx) (local.get $kw)))
+          (local.set $ix (i32.sub
+            (i32.add (i32.mul (local.get $ox) (local.get $sw)) (i32.mul (local.get $kx) (local.get $dw)))
+            (local.get $pl)))
+          (if (i32.lt_u (local.get $ix) (local.get $w)) (then
+            (local.set $xPix (i32.add (local.get $xRow) (i32.mul (local.get $ix) (local.get $cBytes))))
+            (local.set $oTap (i32.add (local.get $out)
+              (i32.mul (i32.add (i32.mul (local.get $ky) (local.get $kw)) (local.get $kx)) (local.get $cBytes))))
+            (local.set $i (i32.const 0))
+            (block $vDone (loop $vLoop
+              (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
+              (v128.store (i32.add (local.get $oTap) (local.get $i))
+                (f32x4.add
+                  (v128.load (i32.add (local.get $oTap) (local.get $i)))
+                  (f32x4.mul
+                    (v128.load (i32.add (local.get $xPix) (local.get $i)))
+                    (v128.load (i32.add (local.get $dyPix) (local.get $i))))))
+              (local.set $i (i32.add (local.get $i) (i32.const 16)))
+              (br $vLoop)))
+            (block $sDone (loop $sLoop
+              (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+              (f32.store (i32.add (local.get $oTap) (local.get $i))
+                (f32.add
+                  (f32.load (i32.add (local.get $oTap) (local.get $i)))
+                  (f32.mul
+                    (f32.load (i32.add (local.get $xPix) (local.get $i)))
+                    (f32.load (i32.add (local.get $dyPix) (local.get $i))))))
+              (local.set $i (i32.add (local.get $i) (i32.const 4)))
+              (br $sLoop)))))
+          (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+          (br $kxLoop)))))
+      (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+      (br $kyLoop))))
+
   ;; Pointwise (1x1) convolution filter gradient: out[i, j] = sum over rows r of x[r, i] * dy[r, j]
   ;; for x [m, ci] and dy [m, co], with ci a multiple of 4 and co a multiple of 8.
   ;; XNNPACK would need a transposed copy of one operand and repack the other (m rows) as
-  ;; weights on every call. Here a block of 4 x-channels times 8 dy-channels stays in 8
-  ;; registers while the rows stream by; rows go in blocks of $rows so both operands stay in L1.
+  ;; weights on every call. Rows go in blocks of $rows so both operands stay in L1.
   (func (export "pointwiseFilterGrad")
     (param $x i32) (param $dy i32) (param $out i32) (param $m i32) (param $ci i32) (param $co i32) (param $rows i32)
-    (local $ciBytes i32) (local $coBytes i32) (local $r0 i32) (local $rEnd i32) (local $r i32)
-    (local $i i32) (local $j i32) (local $xp i32) (local $dp i32) (local $op i32)
-    (local $xv v128) (local $d0 v128) (local $d1 v128) (local $s v128)
-    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
-    (local $a4 v128) (local $a5 v128) (local $a6 v128) (local $a7 v128)
+    (local $ciBytes i32) (local $coBytes i32) (local $r0 i32) (local $count i32)
     (local.set $ciBytes (i32.shl (local.get $ci) (i32.const 2)))
     (local.set $coBytes (i32.shl (local.get $co) (i32.const 2)))
     (memory.fill (local.get $out) (i32.const 0) (i32.mul (local.get $ci) (local.get $coBytes)))
     (block $blocksDone (loop $blocks
       (br_if $blocksDone (i32.ge_u (local.get $r0) (local.get $m)))
-      (local.set $rEnd (select (local.get $m) (i32.add (local.get $r0) (local.get $rows))
+      (local.set $count (select (i32.sub (local.get $m) (local.get $r0)) (local.get $rows)
         (i32.gt_u (i32.add (local.get $r0) (local.get $rows)) (local.get $m))))
-      (local.set $i (i32.const 0))
-      (block $iDone (loop $iLoop
-        (br_if $iDone (i32.ge_u (local.get $i) (local.get $ciBytes)))
-        (local.set $j (i32.const 0))
-        (block $jDone (loop $jLoop
-          (br_if $jDone (i32.ge_u (local.get $j) (local.get $coBytes)))
-          (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
-          (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
-          (local.set $a4 (v128.const i32x4 0 0 0 0)) (local.set $a5 (v128.const i32x4 0 0 0 0))
-          (local.set $a6 (v128.const i32x4 0 0 0 0)) (local.set $a7 (v128.const i32x4 0 0 0 0))
-          (local.set $xp (i32.add (i32.add (local.get $x) (i32.mul (local.get $r0) (local.get $ciBytes))) (local.get $i)))
-          (local.set $dp (i32.add (i32.add (local.get $dy) (i32.mul (local.get $r0) (local.get $coBytes))) (local.get $j)))
-          (local.set $r (local.get $r0))
-          (block $rDone (loop $rLoop
-            (br_if $rDone (i32.ge_u (local.get $r) (local.get $rEnd)))
-            (local.set $xv (v128.load (local.get $xp)))
-            (local.set $d0 (v128.load (local.get $dp)))
-            (local.set $d1 (v128.load offset=16 (local.get $dp)))
-            (local.set $s (i8x16.shuffle 0 1 2 3 0 1 2 3 0 1 2 3 0 1 2 3 (local.get $xv) (local.get $xv)))
-            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $s) (local.get $d0))))
-            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $s) (local.get $d1))))
-            (local.set $s (i8x16.shuffle 4 5 6 7 4 5 6 7 4 5 6 7 4 5 6 7 (local.get $xv) (local.get $xv)))
-            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $s) (local.get $d0))))
-            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $s) (local.get $d1))))
-            (local.set $s (i8x16.shuffle 8 9 10 11 8 9 10 11 8 9 10 11 8 9 10 11 (local.get $xv) (local.get $xv)))
-            (local.set $a4 (f32x4.add (local.get $a4) (f32x4.mul (local.get $s) (local.get $d0))))
-            (local.set $a5 (f32x4.add (local.get $a5) (f32x4.mul (local.get $s) (local.get $d1))))
-            (local.set $s (i8x16.shuffle 12 13 14 15 12 13 14 15 12 13 14 15 12 13 14 15 (local.get $xv) (local.get $xv)))
-            (local.set $a6 (f32x4.add (local.get $a6) (f32x4.mul (local.get $s) (local.get $d0))))
-            (local.set $a7 (f32x4.add (local.get $a7) (f32x4.mul (local.get $s) (local.get $d1))))
-            (local.set $xp (i32.add (local.get $xp) (local.get $ciBytes)))
-            (local.set $dp (i32.add (local.get $dp) (local.get $coBytes)))
-            (local.set $r (i32.add (local.get $r) (i32.const 1)))
-            (br $rLoop)))
-          ;; out rows i..i+3, columns j..j+7 += the accumulators.
-          (local.set $op (i32.add (i32.add (local.get $out) (i32.mul (i32.shr_u (local.get $i) (i32.const 2)) (local.get $coBytes))) (local.get $j)))
-          (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a0)))
-          (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a1)))
-          (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
-          (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a2)))
-          (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a3)))
-          (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
-          (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a4)))
-          (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a5)))
-          (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
-          (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a6)))
-          (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a7)))
-          (local.set $j (i32.add (local.get $j) (i32.const 32)))
-          (br $jLoop)))
-        (local.set $i (i32.add (local.get $i) (i32.const 16)))
-        (br $iLoop)))
-      (local.set $r0 (local.get $rEnd))
+      (call $accumulateOuterProducts
+        (i32.add (local.get $x) (i32.mul (local.get $r0) (local.get $ciBytes)))
+        (i32.add (local.get $dy) (i32.mul (local.get $r0) (local.get $coBytes)))
+        (local.get $out) (local.get $count) (local.get $ciBytes) (local.get $coBytes))
+      (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
       (br $blocks))))
+
+  ;; out [ci, co] += xᵀ·dy over $count rows of x [.., ci] and dy [.., co] (ci % 4 = 0, co % 8 = 0).
+  ;; A block of 4 x-channels times 8 dy-channels stays in 8 registers while the rows stream by.
+  (func $accumulateOuterProducts
+    (param $x i32) (param $dy i32) (param $out i32) (param $count i32) (param $ciBytes i32) (param $coBytes i32)
+    (local $r i32) (local $i i32) (local $j i32) (local $xp i32) (local $dp i32) (local $op i32)
+    (local $xv v128) (local $d0 v128) (local $d1 v128) (local $s v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $a4 v128) (local $a5 v128) (local $a6 v128) (local $a7 v128)
+    (local.set $i (i32.const 0))
+    (block $iDone (loop $iLoop
+      (br_if $iDone (i32.ge_u (local.get $i) (local.get $ciBytes)))
+      (local.set $j (i32.const 0))
+      (block $jDone (loop $jLoop
+        (br_if $jDone (i32.ge_u (local.get $j) (local.get $coBytes)))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $a4 (v128.const i32x4 0 0 0 0)) (local.set $a5 (v128.const i32x4 0 0 0 0))
+        (local.set $a6 (v128.const i32x4 0 0 0 0)) (local.set $a7 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (i32.add (local.get $x) (local.get $i)))
+        (local.set $dp (i32.add (local.get $dy) (local.get $j)))
+        (local.set $r (i32.const 0))
+        (block $rDone (loop $rLoop
+          (br_if $rDone (i32.ge_u (local.get $r) (local.get $count)))
+          (local.set $xv (v128.load (local.get $xp)))
+          (local.set $d0 (v128.load (local.get $dp)))
+          (local.set $d1 (v128.load offset=16 (local.get $dp)))
+          (local.set $s (i8x16.shuffle 0 1 2 3 0 1 2 3 0 1 2 3 0 1 2 3 (local.get $xv) (local.get $xv)))
+          (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $s) (local.get $d0))))
+          (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $s) (local.get $d1))))
+          (local.set $s (i8x16.shuffle 4 5 6 7 4 5 6 7 4 5 6 7 4 5 6 7 (local.get $xv) (local.get $xv)))
+          (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $s) (local.get $d0))))
+          (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $s) (local.get $d1))))
+          (local.set $s (i8x16.shuffle 8 9 10 11 8 9 10 11 8 9 10 11 8 9 10 11 (local.get $xv) (local.get $xv)))
+          (local.set $a4 (f32x4.add (local.get $a4) (f32x4.mul (local.get $s) (local.get $d0))))
+          (local.set $a5 (f32x4.add (local.get $a5) (f32x4.mul (local.get $s) (local.get $d1))))
+          (local.set $s (i8x16.shuffle 12 13 14 15 12 13 14 15 12 13 14 15 12 13 14 15 (local.get $xv) (local.get $xv)))
+          (local.set $a6 (f32x4.add (local.get $a6) (f32x4.mul (local.get $s) (local.get $d0))))
+          (local.set $a7 (f32x4.add (local.get $a7) (f32x4.mul (local.get $s) (local.get $d1))))
+          (local.set $xp (i32.add (local.get $xp) (local.get $ciBytes)))
+          (local.set $dp (i32.add (local.get $dp) (local.get $coBytes)))
+          (local.set $r (i32.add (local.get $r) (i32.const 1)))
+          (br $rLoop)))
+        ;; out rows i..i+3, columns j..j+7 += the accumulators.
+        (local.set $op (i32.add (i32.add (local.get $out) (i32.mul (i32.shr_u (local.get $i) (i32.const 2)) (local.get $coBytes))) (local.get $j)))
+        (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a0)))
+        (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a1)))
+        (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
+        (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a2)))
+        (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a3)))
+        (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
+        (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a4)))
+        (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a5)))
+        (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
+        (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a6)))
+        (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a7)))
+        (local.set $j (i32.add (local.get $j) (i32.const 32)))
+        (br $jLoop)))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $iLoop))))
+
+  ;; General convolution filter gradient, out [kh*kw*ci, co]:
+  ;;   out[(ky*kw + kx)*ci + c, j] = sum over b, oy, ox of x[b, iy, ix, c] * dy[b, oy, ox, j]
+  ;;   with iy = oy*sh + ky*dh - pt, ix = ox*sw + kx*dw - pl (taps outside x are zero padding).
+  ;; Blocks of $rows output pixels: their input patches are copied to $patches ([rows, kp]),
+  ;; then multiplied as in the pointwise gradient while both stay in L1; no full im2col copy.
+  ;; Patch rows are kp = kh*kw*ci rounded up to a multiple of 4 floats, so the sums go to
+  ;; $acc ([kp, co] of scratch) and their first kh*kw*ci rows to out at the end.
+  (func (export "convFilterGrad")
+    (param $x i32) (param $dy i32) (param $out i32) (param $patches i32) (param $acc i32)
+    (param $n i32) (param $h i32) (param $w i32) (param $ci i32)
+    (param $ho i32) (param $wo i32) (param $kh i32) (param $kw i32)
+    (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
+    (param $pt i32) (param $pl i32) (param $kp i32) (param $co i32) (param $rows i32)
+    (local $ciBytes i32) (local $vecBytes i32) (local $kpBytes i32) (local $coBytes i32)
+    (local $m i32) (local $r0 i32) (local $count i32) (local $r i32)
+    (local $b i32) (local $oy i32) (local $ox i32) (local $ky i32) (local $kx i32)
+    (local $iy i32) (local $ix i32) (local $xRow i32) (local $src i32) (local $dst i32)
+    (local $i i32) (local $tail i32)
+    (local.set $ciBytes (i32.shl (local.get $ci) (i32.const 2)))
+    (local.set $vecBytes (i32.and (local.get $ciBytes) (i32.const -16)))
+    (local.set $kpBytes (i32.shl (local.get $kp) (i32.const 2)))
+    (local.set $coBytes (i32.shl (local.get $co) (i32.const 2)))
+    (local.set $tail (i32.mul (i32.mul (i32.mul (local.get $kh) (local.get $kw)) (local.get $ci)) (i32.const 4)))
+    (local.set $m (i32.mul (i32.mul (local.get $n) (local.get $ho)) (local.get $wo)))
+    (memory.fill (local.get $acc) (i32.const 0) (i32.mul (local.get $kp) (local.get $coBytes)))
+    (block $blocksDone (loop $blocks
+      (br_if $blocksDone (i32.ge_u (local.get $r0) (local.get $m)))
+      (local.set $count (select (i32.sub (local.get $m) (local.get $r0)) (local.get $rows)
+        (i32.gt_u (i32.add (local.get $r0) (local.get $rows)) (local.get $m))))
+      ;; Patches of this block's pixels; (b, oy, ox) of pixel r0 + r advance with r.
+      (local.set $r (i32.const 0))
+      (block $rDone (loop $rLoop
+        (br_if $rDone (i32.ge_u (local.get $r) (local.get $count)))
+        (if (i32.eqz (local.get $r)) (then
+          (local.set $ox (i32.rem_u (local.get $r0) (local.get $wo)))
+          (local.set $oy (i32.rem_u (i32.div_u (local.get $r0) (local.get $wo)) (local.get $ho)))
+          (local.set $b (i32.div_u (local.get $r0) (i32.mul (local.get $wo) (local.get $ho))))))
+        (local.set $dst (i32.add (local.get $patches) (i32.mul (local.get $r) (local.get $kpBytes))))
+        (local.set $ky (i32.const 0))
+        (block $kyDone (loop $kyLoop
+          (br_if $kyDone (i32.ge_u (local.get $ky) (local.get $kh)))
+          (local.set $iy (i32.sub
+            (i32.add (i32.mul (local.get $oy) (local.get $sh)) (i32.mul (local.get $ky) (local.get $dh)))
+            (local.get $pt)))
+          (local.set $xRow (i32.add (local.get $x)
+            (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h)) (local.get $iy))
+                     (i32.mul (local.get $w) (local.get $ciBytes)))))
+          (local.set $kx (i32.const 0))
+          (block $kxDone (loop $kxLoop
+            (br_if $kxDone (i32.ge_u (local.get $kx) (local.get $kw)))
+            (local.set $ix (i32.sub
+              (i32.add (i32.mul (local.get $ox) (local.get $sw)) (i32.mul (local.get $kx) (local.get $dw)))
+              (local.get $pl)))
+            ;; Unsigned compares also reject negative rows and columns (top and left padding).
+            (if (i32.and (i32.lt_u (local.get $iy) (local.get $h)) (i32.lt_u (local.get $ix) (local.get $w)))
+              (then
+                (local.set $src (i32.add (local.get $xRow) (i32.mul (local.get $ix) (local.get $ciBytes))))
+                (local.set $i (i32.const 0))
+                (block $vDone (loop $vLoop
+                  (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
+                  (v128.store (i32.add (local.get $dst) (local.get $i)) (v128.load (i32.add (local.get $src) (local.get $i))))
+                  (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                  (br $vLoop)))
+                (block $sDone (loop $sLoop
+                  (br_if $sDone (i32.ge_u (local.get $i) (local.get $ciBytes)))
+                  (f32.store (i32.add (local.get $dst) (local.get $i)) (f32.load (i32.add (local.get $src) (local.get $i))))
+                  (local.set $i (i32.add (local.get $i) (i32.const 4)))
+                  (br $sLoop))))
+              (else (memory.fill (local.get $dst) (i32.const 0) (local.get $ciBytes))))
+            (local.set $dst (i32.add (local.get $dst) (local.get $ciBytes)))
+            (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+            (br $kxLoop)))
+          (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+          (br $kyLoop)))
+        ;; Rounding-up columns are zero so that they add nothing.
+        (local.set $i (local.get $tail))
+        (block $zDone (loop $zLoop
+          (br_if $zDone (i32.ge_u (local.get $i) (local.get $kpBytes)))
+          (f32.store (i32.add (i32.add (local.get $patches) (i32.mul (local.get $r) (local.get $kpBytes))) (local.get $i)) (f32.const 0))
+          (local.set $i (i32.add (local.get $i) (i32.const 4)))
+          (br $zLoop)))
+        (local.set $ox (i32.add (local.get $ox) (i32.const 1)))
+        (if (i32.eq (local.get $ox) (local.get $wo)) (then
+          (local.set $ox (i32.const 0))
+          (local.set $oy (i32.add (local.get $oy) (i32.const 1)))
+          (if (i32.eq (local.get $oy) (local.get $ho)) (then
+            (local.set $oy (i32.const 0))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rLoop)))
+      (call $accumulateOuterProducts
+        (local.get $patches)
+        (i32.add (local.get $dy) (i32.mul (local.get $r0) (local.get $coBytes)))
+        (local.get $acc) (local.get $count) (local.get $kpBytes) (local.get $coBytes))
+      (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
+      (br $blocks)))
+    (memory.copy (local.get $out) (local.get $acc) (i32.mul (local.get $tail) (local.get $co))))
 
   ;; Max pooling gradient: each dy value goes to the first largest x tap of its window, as in
   ;; the CPU backend (the stock WASM kernel loses gradients when the batch has several images).

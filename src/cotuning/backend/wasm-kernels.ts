@@ -35,6 +35,13 @@ interface KernelExports {
     pt: number, pl: number,
   ): void;
   pointwiseFilterGrad(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number): void;
+  convFilterGrad(
+    x: number, dy: number, out: number, patches: number, acc: number,
+    n: number, h: number, w: number, ci: number,
+    ho: number, wo: number, kh: number, kw: number,
+    sh: number, sw: number, dh: number, dw: number,
+    pt: number, pl: number, kp: number, co: number, rows: number,
+  ): void;
   maxPoolGrad(
     x: number, dy: number, dx: number,
     n: number, h: number, w: number, c: number,
@@ -59,6 +66,8 @@ export interface WasmKernels {
    * multiple of 4 and co of 8; undefined otherwise.
    */
   pointwiseFilterGrad(x: TensorInfo, dy: TensorInfo): TensorInfo | undefined;
+  /** dW [kh, kw, ci, co] of any NHWC convolution when co is a multiple of 8; undefined otherwise. */
+  convFilterGrad(x: TensorInfo, dy: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo | undefined;
   /** dx of a max pool: each dy value goes to its window's first maximum in x. */
   maxPoolGrad(x: TensorInfo, dy: TensorInfo, p: tf.backend_util.Conv2DInfo): TensorInfo;
   /** dy where 0 < x < 6, else 0. */
@@ -77,6 +86,9 @@ const loaded = new WeakMap<object, WasmKernels>();
 
 /** Pixels summed per block before joining the totals in channelSums (see kernels.wat). */
 const SUM_BLOCK = 256;
+
+/** Rows per block of a filter gradient: both operands' rows of a block fit in about 32 KiB (L1). */
+const l1Rows = (ci: number, co: number): number => Math.max(8, Math.floor(32768 / ((ci + co) * 4)));
 
 const sizeOf = (t: TensorInfo): number => t.shape.reduce((a, b) => a * b, 1);
 
@@ -164,9 +176,25 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const m = sizeOf(x) / ci;
       if (sizeOf(dy) !== m * co) throw new Error(`wasm kernels: dy [${dy.shape}] does not fit x [${x.shape}]`);
       const out = internals.makeOutput([ci, co], 'float32');
-      // Rows per block: both operands' rows of a block fit in about 32 KiB (L1).
-      const rows = Math.max(8, Math.floor(32768 / ((ci + co) * 4)));
-      exports.pointwiseFilterGrad(offset(x), offset(dy), offset(out), m, ci, co, rows);
+      exports.pointwiseFilterGrad(offset(x), offset(dy), offset(out), m, ci, co, l1Rows(ci, co));
+      return out;
+    },
+    convFilterGrad(x, dy, c) {
+      const co = c.outChannels;
+      if (co % 8 !== 0 || x.dtype !== 'float32' || dy.dtype !== 'float32') return undefined;
+      const taps = c.filterHeight * c.filterWidth * c.inChannels;
+      const kp = Math.ceil(taps / 4) * 4;
+      const rows = l1Rows(kp, co);
+      const out = internals.makeOutput([c.filterHeight, c.filterWidth, c.inChannels, co], 'float32');
+      withScratch(rows * kp + kp * co, (patches) => {
+        exports.convFilterGrad(
+          offset(x), offset(dy), offset(out), patches, patches + rows * kp * 4,
+          c.batchSize, c.inHeight, c.inWidth, c.inChannels,
+          c.outHeight, c.outWidth, c.filterHeight, c.filterWidth,
+          c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
+          c.padInfo.top, c.padInfo.left, kp, co, rows,
+        );
+      });
       return out;
     },
     maxPoolGrad(x, dy, p) {
