@@ -324,11 +324,15 @@ cases.push({
       return g([x, m, v, o, sc]).map((t) => t.dataSync() as Float32Array);
     }),
 });
-// matMul gradients: every transpose combination, shaped so both operand orders get used.
+// matMul and its gradients: every transpose combination, shaped so both operand orders get
+// used, and few-row products that our WASM kernel takes (rows in fours, columns in eights).
 for (const [m, k, n] of [
   [4, 64, 300],
   [300, 64, 4],
   [5, 7, 3],
+  [32, 256, 1000],
+  [8, 21, 16],
+  [64, 12, 40],
 ]) {
   for (const ta of [false, true]) {
     for (const tb of [false, true]) {
@@ -341,7 +345,7 @@ for (const [m, k, n] of [
             const b = rand(tb ? [n, k] : [k, n], s + 1);
             const r = rand([m, n], s + 2);
             const g = tf.grads((x, y) => tf.sum(tf.mul(tf.matMul(x, y, ta, tb), r)));
-            return g([a, b]).map((t) => t.dataSync() as Float32Array);
+            return [tf.matMul(a, b, ta, tb), ...g([a, b])].map((t) => t.dataSync() as Float32Array);
           }),
       });
     }

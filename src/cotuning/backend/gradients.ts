@@ -12,6 +12,7 @@ import {
   maxPoolGradKernel,
   relu6GradConfig,
   relu6GradKernel,
+  smallMatMulKernel,
 } from './misc-grads.js';
 
 /**
@@ -66,7 +67,10 @@ async function register(backend: string): Promise<void> {
   if (backend === 'wasm') {
     replaceKernel(identityKernel(backend));
     replaceKernel(maxPoolGradKernel(backend));
-    if (instance && wasmKernels(instance)) replaceKernel(nesterovUpdateKernel(backend));
+    if (instance && wasmKernels(instance)) {
+      replaceKernel(nesterovUpdateKernel(backend));
+      replaceKernel(smallMatMulKernel(backend));
+    }
   }
   registered.add(backend);
   if (!gradientsRegistered) {
