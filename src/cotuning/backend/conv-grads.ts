@@ -190,6 +190,11 @@ export function depthwiseBackpropInput(
 ): TensorInfo {
   const c = convInfo(inputShape, filter.shape, attrs, true);
   const [kh, kw, ch, mult] = filter.shape;
+  const own = wasmKernels(s.backend);
+  // Strided: scatter dy directly rather than convolve a zero-inserted copy of it.
+  if (own && mult === 1 && (c.strideHeight > 1 || c.strideWidth > 1) && filter.dtype === 'float32' && dy.dtype === 'float32') {
+    return s.adopt(own.depthwiseInputGrad(dy, filter, c));
+  }
   const rotated = s.reshape(s.run('Reverse', { x: filter }, { dims: [0, 1] }), [kh, kw, ch * mult, 1]);
   const { u, pad } = upsampleAndPad(s, dy, c);
   const out = s.run(

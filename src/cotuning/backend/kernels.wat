@@ -212,6 +212,90 @@
       (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
       (br $kyLoop))))
 
+  ;; Depthwise convolution input gradient, depth multiplier 1, by scattering each dy pixel
+  ;; into the dx pixels of its kh*kw taps:
+  ;;   dx[b, iy, ix, c] += dy[b, oy, ox, c] * w[ky, kx, c]
+  ;;   with iy = oy*sh + ky*dh - pt, ix = ox*sw + kx*dw - pl (taps in the padding are skipped).
+  ;; For strides > 1 this replaces a depthwise conv over dy with zeros inserted (sh*sw times
+  ;; the pixels, most of them zero).
+  (func (export "depthwiseInputGrad")
+    (param $dy i32) (param $wt i32) (param $dx i32)
+    (param $n i32) (param $h i32) (param $w i32) (param $c i32)
+    (param $ho i32) (param $wo i32) (param $kh i32) (param $kw i32)
+    (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
+    (param $pt i32) (param $pl i32)
+    (local $cBytes i32) (local $vecBytes i32)
+    (local $b i32) (local $oy i32) (local $ox i32) (local $ky i32) (local $kx i32)
+    (local $iy i32) (local $ix i32)
+    (local $dyPix i32) (local $dxRow i32) (local $dxPix i32) (local $wTap i32) (local $i i32)
+    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
+    (memory.fill (local.get $dx) (i32.const 0)
+      (i32.mul (i32.mul (i32.mul (local.get $n) (local.get $h)) (local.get $w)) (local.get $cBytes)))
+    (local.set $dyPix (local.get $dy))
+    (local.set $b (i32.const 0))
+    (block $bDone (loop $bLoop
+      (br_if $bDone (i32.ge_u (local.get $b) (local.get $n)))
+      (local.set $oy (i32.const 0))
+      (block $oyDone (loop $oyLoop
+        (br_if $oyDone (i32.ge_u (local.get $oy) (local.get $ho)))
+        (local.set $ox (i32.const 0))
+        (block $oxDone (loop $oxLoop
+          (br_if $oxDone (i32.ge_u (local.get $ox) (local.get $wo)))
+          (local.set $ky (i32.const 0))
+          (block $kyDone (loop $kyLoop
+            (br_if $kyDone (i32.ge_u (local.get $ky) (local.get $kh)))
+            (local.set $iy (i32.sub
+              (i32.add (i32.mul (local.get $oy) (local.get $sh)) (i32.mul (local.get $ky) (local.get $dh)))
+              (local.get $pt)))
+            ;; Unsigned compare also rejects negative rows (top padding).
+            (if (i32.lt_u (local.get $iy) (local.get $h)) (then
+              (local.set $dxRow (i32.add (local.get $dx)
+                (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h)) (local.get $iy))
+                         (i32.mul (local.get $w) (local.get $cBytes)))))
+              (local.set $kx (i32.const 0))
+              (block $kxDone (loop $kxLoop
+                (br_if $kxDone (i32.ge_u (local.get $kx) (local.get $kw)))
+                (local.set $ix (i32.sub
+                  (i32.add (i32.mul (local.get $ox) (local.get $sw)) (i32.mul (local.get $kx) (local.get $dw)))
+                  (local.get $pl)))
+                (if (i32.lt_u (local.get $ix) (local.get $w)) (then
+                  (local.set $dxPix (i32.add (local.get $dxRow) (i32.mul (local.get $ix) (local.get $cBytes))))
+                  (local.set $wTap (i32.add (local.get $wt)
+                    (i32.mul (i32.add (i32.mul (local.get $ky) (local.get $kw)) (local.get $kx)) (local.get $cBytes))))
+                  (local.set $i (i32.const 0))
+                  (block $vDone (loop $vLoop
+                    (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
+                    (v128.store (i32.add (local.get $dxPix) (local.get $i))
+                      (f32x4.add
+                        (v128.load (i32.add (local.get $dxPix) (local.get $i)))
+                        (f32x4.mul
+                          (v128.load (i32.add (local.get $wTap) (local.get $i)))
+                          (v128.load (i32.add (local.get $dyPix) (local.get $i))))))
+                    (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                    (br $vLoop)))
+                  (block $sDone (loop $sLoop
+                    (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+                    (f32.store (i32.add (local.get $dxPix) (local.get $i))
+                      (f32.add
+                        (f32.load (i32.add (local.get $dxPix) (local.get $i)))
+                        (f32.mul
+                          (f32.load (i32.add (local.get $wTap) (local.get $i)))
+                          (f32.load (i32.add (local.get $dyPix) (local.get $i))))))
+                    (local.set $i (i32.add (local.get $i) (i32.const 4)))
+                    (br $sLoop)))))
+                (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                (br $kxLoop)))))
+            (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+            (br $kyLoop)))
+          (local.set $dyPix (i32.add (local.get $dyPix) (local.get $cBytes)))
+          (local.set $ox (i32.add (local.get $ox) (i32.const 1)))
+          (br $oxLoop)))
+        (local.set $oy (i32.add (local.get $oy) (i32.const 1)))
+        (br $oyLoop)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $bLoop))))
+
   ;; Pointwise (1x1) convolution filter gradient: out[i, j] = sum over rows r of x[r, i] * dy[r, j]
   ;; for x [m, ci] and dy [m, co], with ci a multiple of 4 and co a multiple of 8.
   ;; XNNPACK would need a transposed copy of one operand and repack the other (m rows) as

@@ -34,6 +34,13 @@ interface KernelExports {
     sh: number, sw: number, dh: number, dw: number,
     pt: number, pl: number,
   ): void;
+  depthwiseInputGrad(
+    dy: number, w: number, dx: number,
+    n: number, h: number, wi: number, c: number,
+    ho: number, wo: number, kh: number, kw: number,
+    sh: number, sw: number, dh: number, dw: number,
+    pt: number, pl: number,
+  ): void;
   pointwiseFilterGrad(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number): void;
   convFilterGrad(
     x: number, dy: number, out: number, patches: number, acc: number,
@@ -61,6 +68,8 @@ interface KernelExports {
 export interface WasmKernels {
   /** dW of a depth-multiplier-1 depthwise convolution, as a [kh, kw, c, 1] tensor. */
   depthwiseFilterGrad(x: TensorInfo, dy: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo;
+  /** dx of a depth-multiplier-1 depthwise convolution (filter [kh, kw, c, 1]). */
+  depthwiseInputGrad(dy: TensorInfo, filter: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo;
   /**
    * dW [ci, co] = xᵀ·dy of a 1x1 stride-1 convolution (x [.., ci], dy [.., co]), when ci is a
    * multiple of 4 and co of 8; undefined otherwise.
@@ -168,6 +177,17 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
         c.padInfo.top, c.padInfo.left,
       );
       return out;
+    },
+    depthwiseInputGrad(dy, filter, c) {
+      const dx = internals.makeOutput([c.batchSize, c.inHeight, c.inWidth, c.inChannels], 'float32');
+      exports.depthwiseInputGrad(
+        offset(dy), offset(filter), offset(dx),
+        c.batchSize, c.inHeight, c.inWidth, c.inChannels,
+        c.outHeight, c.outWidth, c.filterHeight, c.filterWidth,
+        c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
+        c.padInfo.top, c.padInfo.left,
+      );
+      return dx;
     },
     pointwiseFilterGrad(x, dy) {
       const ci = x.shape[x.shape.length - 1];
