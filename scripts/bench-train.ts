@@ -2,12 +2,12 @@
  * Training-throughput benchmark on the real shared MobileNet v1 0.25.
  *
  *   npm run bench:train -- [--backend wasm|cpu] [--threads N] [--sizes 96,128,224] [--batch 32]
- *                          [--steps N] [--json PATH] [--profile] [--stock]
+ *                          [--steps N] [--json PATH] [--profile] [--walls] [--stock]
  *
  * Measures, per input size: inference (backbone + target head), the relationship pass (the
  * library's: backbone + source head in inference mode, then softmax rows), and its training step
  * (train.ts trainStep): fine-tune, co-tuning, and fine-tune with the lower backbone frozen.
- * Times are medians over --steps rounds (default 10); the target ratios are medians of the
+ * Times are medians over --steps rounds (default 20; --walls prints every round's); the target ratios are medians of the
  * per-round ratios. `--stock` skips registerFastGradients (WASM then cannot train).
  * `--profile` prints the kernels of one fine-tune and one co-tuning step. CPU time used by
  * other processes during each measurement is printed as "others" (in cores) because the
@@ -43,9 +43,10 @@ const { values: args } = parseArgs({
     threads: { type: 'string', default: '1' },
     sizes: { type: 'string', default: '96,128,224' },
     batch: { type: 'string', default: '32' },
-    steps: { type: 'string', default: '10' },
+    steps: { type: 'string', default: '20' },
     json: { type: 'string' },
     profile: { type: 'boolean', default: false },
+    walls: { type: 'boolean', default: false },
     stock: { type: 'boolean', default: false },
   },
 });
@@ -245,6 +246,11 @@ async function main(): Promise<void> {
       steps,
     );
     const [inf, rel, ft, ct, pt] = timings;
+    if (args.walls) {
+      ['infer', 'rel', 'ft', 'ct', 'frozen'].forEach((name, i) =>
+        console.log(`${size} px ${name} ms per round: ${timings[i].walls.map((w) => (w * 1000).toFixed(1)).join(' ')}`),
+      );
+    }
     const macs = countMacs(full, TARGET_CLASSES);
     const row: Row = {
       backend,
