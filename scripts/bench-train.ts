@@ -7,8 +7,8 @@
  * Measures, per input size: inference (backbone + target head), the relationship pass (the
  * library's: backbone + source head in inference mode, then softmax rows), and its training step
  * (train.ts trainStep): fine-tune, co-tuning, and fine-tune with the lower backbone frozen.
- * Times are medians over --steps rounds (default 20; --walls prints every round's); the target ratios are medians of the
- * per-round ratios. `--stock` skips registerFastGradients (WASM then cannot train).
+ * Times are medians over --steps rounds (default 20; --walls prints every round's); the target
+ * ratios are medians of the per-round ratios. `--stock` skips registerFastGradients (WASM then cannot train).
  * `--profile` prints the kernels of one fine-tune and one co-tuning step. CPU time used by
  * other processes during each measurement is printed as "others" (in cores) because the
  * machine is shared.
