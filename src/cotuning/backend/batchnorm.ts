@@ -49,7 +49,28 @@ function bnTrainKernel(backendName: string): tf.KernelConfig {
       const { epsilon: eps, decay } = attrs as { epsilon: number; decay: number };
       const be = backend as tf.KernelBackend;
       const own = wasmKernels(be);
-      const [mean, variance] = own ? own.channelMoments(x) : composedMoments(be, backendName, x);
+      if (own) {
+        const [mean, variance] = own.channelMoments(x);
+        // y = x·a + (β − mean·a) with a = γ / √(var + ε); moving statistics m − (m − batch)·decay,
+        // rounded to float32 at each step as tf.layers' ops do (the change is tiny next to m).
+        const f = Math.fround;
+        const d = f(decay);
+        const [a, b, movedMean, movedVariance] = own.perChannel(
+          [gamma, beta, mean, variance, movingMean, movingVariance],
+          4,
+          ([g, bt, m, v, mm, mv], [oa, ob, omm, omv]) => {
+            for (let i = 0; i < g.length; i++) {
+              oa[i] = g[i] / Math.sqrt(v[i] + eps);
+              ob[i] = bt[i] - m[i] * oa[i];
+              omm[i] = mm[i] - f(f(mm[i] - m[i]) * d);
+              omv[i] = mv[i] - f(f(mv[i] - v[i]) * d);
+            }
+          },
+        );
+        const y = withScope(be, backendName, (s) => s.affine(x, s.adopt(a), s.adopt(b)));
+        return [y, mean, variance, movedMean, movedVariance];
+      }
+      const [mean, variance] = composedMoments(be, backendName, x);
       const y = withScope(be, backendName, (s) => {
         // y = x·a + (β − mean·a) with a = γ·rsqrt(var + ε)
         const a = s.run('Multiply', { a: gamma, b: s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }) });
@@ -73,12 +94,28 @@ function bnTrainGradKernel(backendName: string): tf.KernelConfig {
       const eps = attrs?.epsilon as number;
       const be = backend as tf.KernelBackend;
       const count = x.shape[0] * x.shape[1] * x.shape[2];
+      const own = wasmKernels(be);
+      if (own) {
+        // Σ dy and Σ dy·(x − mean) in one pass, then dx = dy·a + x·b + c in another (see below).
+        const [dbeta, sumDyXc] = own.channelGradSums(dy, x, mean);
+        const [dgamma, a, b, c] = own.perChannel([gamma, mean, variance, dbeta, sumDyXc], 4, ([g, m, v, db, sdx], [odg, oa, ob, oc]) => {
+          for (let i = 0; i < g.length; i++) {
+            const rstd = 1 / Math.sqrt(v[i] + eps);
+            odg[i] = sdx[i] * rstd;
+            oa[i] = g[i] * rstd;
+            ob[i] = (-oa[i] * rstd * odg[i]) / count;
+            oc[i] = (-oa[i] * db[i]) / count - m[i] * ob[i];
+          }
+        });
+        const dx = own.channelAffine2(dy, a, x, b, c);
+        for (const t of [sumDyXc, a, b, c]) be.disposeData(t.dataId);
+        return [dx, dgamma, dbeta];
+      }
       const rstd = withScope(be, backendName, (s) =>
         s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }),
       );
-      const own = wasmKernels(be);
       // Σ dy and Σ dy·(x − mean); dγ = rstd · Σ dy·(x − mean).
-      const [dbeta, sumDyXc] = own ? own.channelGradSums(dy, x, mean) : composedGradSums(be, backendName, dy, x, mean);
+      const [dbeta, sumDyXc] = composedGradSums(be, backendName, dy, x, mean);
       const dgamma = withScope(be, backendName, (s) => s.run('Multiply', { a: s.adopt(sumDyXc), b: rstd }));
       const dx = withScope(be, backendName, (s) => {
         // dx = γ·rstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M) = dy·a + x·b + c with
@@ -87,7 +124,6 @@ function bnTrainGradKernel(backendName: string): tf.KernelConfig {
         const negAOverM = s.run('Multiply', { a, b: s.scalar(-1 / count) });
         const b = s.run('Multiply', { a: s.run('Multiply', { a: negAOverM, b: rstd }), b: dgamma });
         const c = s.run('Sub', { a: s.run('Multiply', { a: negAOverM, b: dbeta }), b: s.run('Multiply', { a: mean, b }) });
-        if (own) return s.adopt(own.channelAffine2(dy, a, x, b, c));
         return s.run('Add', { a: s.affine(dy, a, c), b: s.affine(x, b) });
       });
       be.disposeData(rstd.dataId);

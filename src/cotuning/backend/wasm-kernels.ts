@@ -89,6 +89,12 @@ export interface WasmKernels {
   channelMoments(x: TensorInfo): [TensorInfo, TensorInfo];
   /** Per-channel Σ dy and Σ dy·(x − mean) over every axis but the last: two [C] tensors. */
   channelGradSums(dy: TensorInfo, x: TensorInfo, mean: TensorInfo): [TensorInfo, TensorInfo];
+  /**
+   * Arithmetic on [C] vectors in JS, straight on the backend's memory: `count` new [C] tensors
+   * filled by `body` from the inputs. A few hundred tiny kernels per step otherwise (each a
+   * dispatch, and with WASM threads a wake-up of the thread pool).
+   */
+  perChannel(inputs: TensorInfo[], count: number, body: (ins: Float32Array[], outs: Float32Array[]) => void): TensorInfo[];
 }
 
 const loaded = new WeakMap<object, WasmKernels>();
@@ -156,6 +162,9 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     return data.memoryOffset;
   };
 
+  /** A view of t's data; valid until the next allocation in the backend (the heap may grow). */
+  const view = (t: TensorInfo): Float32Array => new Float32Array(memory.buffer, offset(t), sizeOf(t));
+
   /** Runs `body` with `floats` of scratch memory in the backend's heap. */
   const withScratch = (floats: number, body: (at: number) => void): void => {
     const scratch = internals.makeOutput([floats], 'float32');
@@ -167,6 +176,15 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
   };
 
   loaded.set(backend, {
+    perChannel(inputs, count, body) {
+      const c = inputs[0].shape[0];
+      for (const t of inputs) {
+        if (t.shape.length !== 1 || t.shape[0] !== c || t.dtype !== 'float32') throw new Error(`wasm kernels: [${t.shape}] is not a [${c}] vector`);
+      }
+      const outs = Array.from({ length: count }, () => internals.makeOutput([c], 'float32'));
+      body(inputs.map(view), outs.map(view));
+      return outs;
+    },
     depthwiseFilterGrad(x, dy, c) {
       const out = internals.makeOutput([c.filterHeight, c.filterWidth, c.inChannels, 1], 'float32');
       exports.depthwiseFilterGrad(
