@@ -1,7 +1,7 @@
 /**
  * Training-throughput benchmark on the real shared MobileNet v1 0.25.
  *
- *   npm run bench:train -- [--backend wasm|cpu] [--threads N] [--sizes 96,128,224] [--batch 32]
+ *   npm run bench:train -- [--backend wasm|cpu] [--threads N (default: the library's)] [--sizes 96,128,224] [--batch 32]
  *                          [--steps N] [--json PATH] [--profile] [--walls] [--stock]
  *
  * Measures, per input size: inference (backbone + target head), the relationship pass (the
@@ -19,7 +19,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from '../src/cotuning/backend/gradients.js';
-import { setWasmBackend } from '../src/cotuning/backend/wasm-threads.js';
+import { defaultWasmThreads, setWasmBackend } from '../src/cotuning/backend/wasm-threads.js';
 import { DEFAULT_HYPERPARAMETERS } from '../src/cotuning/hyperparameters.js';
 import { loadLayersModel } from '../src/cotuning/model-io.js';
 import { buildNet, disposeNet, features, sourceLogits, targetLogits, trainableGroups, type CoTuningNet } from '../src/cotuning/network.js';
@@ -40,7 +40,7 @@ const LAMBDA = DEFAULT_HYPERPARAMETERS.lambda;
 const { values: args } = parseArgs({
   options: {
     backend: { type: 'string', default: 'wasm' },
-    threads: { type: 'string', default: '1' },
+    threads: { type: 'string', default: String(defaultWasmThreads()) },
     sizes: { type: 'string', default: '96,128,224' },
     batch: { type: 'string', default: '32' },
     steps: { type: 'string', default: '20' },

@@ -12,8 +12,8 @@ export const EnvSchema = Type.Object({
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
   COTUNE_DATA_DIR: Type.String({ default: './data', minLength: 1 }),
   COTUNE_TF_BACKEND: Type.Union([Type.Literal(''), Type.Literal('tensorflow-gpu'), Type.Literal('tensorflow'), Type.Literal('wasm'), Type.Literal('cpu')], { default: '' }),
-  // At most MAX_WASM_THREADS (src/cotuning/backend/wasm-threads.ts).
-  COTUNE_WASM_THREADS: Type.Integer({ default: 1, minimum: 1, maximum: 8 }),
+  // At most MAX_WASM_THREADS; unset = defaultWasmThreads() (src/cotuning/backend/wasm-threads.ts).
+  COTUNE_WASM_THREADS: Type.Optional(Type.Integer({ minimum: 1, maximum: 8 })),
   COTUNE_API_KEYS: Type.String({ default: '' }),
   COTUNE_QUEUE_PREFIX: Type.String({ default: '{cotune}', pattern: '^[^:\\s]+$' }),
   COTUNE_MAX_DATASET_BYTES: Type.Integer({ default: 512 * MiB, minimum: 1024 }),
@@ -38,8 +38,8 @@ export interface Config {
   readonly dataDir: string;
   /** Forced TF.js backend; undefined = the fastest available. */
   readonly tfBackend: string | undefined;
-  /** XNNPACK threads of the WASM backend (1 = its stock single-threaded build). */
-  readonly wasmThreads: number;
+  /** XNNPACK threads of the WASM backend (1 = its stock single-threaded build); undefined = the library's default. */
+  readonly wasmThreads: number | undefined;
   /** Accepted API keys; empty = no authentication. */
   readonly apiKeys: readonly string[];
   readonly queuePrefix: string;

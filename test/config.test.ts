@@ -9,7 +9,7 @@ test('defaults are applied and the config is frozen', () => {
   assert.equal(config.host, '127.0.0.1');
   assert.equal(config.queuePrefix, '{cotune}');
   assert.equal(config.tfBackend, undefined);
-  assert.equal(config.wasmThreads, 1);
+  assert.equal(config.wasmThreads, undefined);
   assert.deepEqual(config.apiKeys, []);
   assert.ok(isAbsolute(config.dataDir));
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.limits));

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { BACKEND_PREFERENCE, InvalidInputError, MAX_WASM_THREADS, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
+import { BACKEND_PREFERENCE, InvalidInputError, MAX_WASM_THREADS, defaultWasmThreads, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
 import { parseCli, UsageError, type CliArgs } from './args.js';
 import { createProgressPrinter } from './progress.js';
 
@@ -23,7 +23,7 @@ Inputs:
   --checkpoint DIR       checkpoint folder; a run resumes from it when it holds a checkpoint
   --backend NAME         force tensorflow-gpu, tensorflow, wasm or cpu (default: fastest available;
                          also COTUNE_TF_BACKEND)
-  --threads N            XNNPACK threads of the WASM backend, 1-${MAX_WASM_THREADS} (default 1; also COTUNE_WASM_THREADS)
+  --threads N            XNNPACK threads of the WASM backend, 1-${MAX_WASM_THREADS} (default ${defaultWasmThreads()} here; also COTUNE_WASM_THREADS)
   -q, --quiet            no progress output
 
 Hyperparameters (defaults in parentheses):
@@ -93,7 +93,7 @@ async function main(argv: string[]): Promise<number> {
   if (backend && !(BACKEND_PREFERENCE as readonly string[]).includes(backend)) {
     throw new UsageError(`--backend must be one of ${BACKEND_PREFERENCE.join(', ')} (got "${backend}")`);
   }
-  const threadsRaw = (args.values.threads as string | undefined) ?? (process.env.COTUNE_WASM_THREADS || '1');
+  const threadsRaw = (args.values.threads as string | undefined) ?? (process.env.COTUNE_WASM_THREADS || String(defaultWasmThreads()));
   const wasmThreads = Number(threadsRaw);
   if (!Number.isInteger(wasmThreads) || wasmThreads < 1 || wasmThreads > MAX_WASM_THREADS) {
     const source = args.values.threads !== undefined ? '--threads' : 'COTUNE_WASM_THREADS';

@@ -93,7 +93,7 @@ export interface RunOptions {
   checkpointDir?: string;
   /** Backend to force ('wasm', 'cpu', 'tensorflow', 'tensorflow-gpu'); default: the fastest available. */
   backend?: string;
-  /** XNNPACK threads when the backend is WASM (default 1). */
+  /** XNNPACK threads when the backend is WASM (default: defaultWasmThreads(), 2 on 2 cores). */
   wasmThreads?: number;
 }
 

@@ -21,7 +21,7 @@ export function workerEnv(config: Config, extra: Record<string, string> = {}): R
     COTUNE_DATA_DIR: config.dataDir,
     COTUNE_QUEUE_PREFIX: config.queuePrefix,
     COTUNE_TF_BACKEND: config.tfBackend ?? '',
-    COTUNE_WASM_THREADS: String(config.wasmThreads),
+    COTUNE_WASM_THREADS: config.wasmThreads === undefined ? '' : String(config.wasmThreads),
     COTUNE_JOB_ATTEMPTS: String(config.jobs.attempts),
     COTUNE_BACKOFF_MS: String(config.jobs.backoffMs),
     COTUNE_LOCK_DURATION_MS: String(config.worker.lockDurationMs),

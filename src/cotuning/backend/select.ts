@@ -3,7 +3,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { InvalidInputError } from '../errors.js';
 import { registerFastGradients } from './gradients.js';
-import { setWasmBackend } from './wasm-threads.js';
+import { defaultWasmThreads, setWasmBackend } from './wasm-threads.js';
 
 /** Backends in order of preference; the first that loads and initialises wins. */
 export const BACKEND_PREFERENCE = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -47,7 +47,7 @@ async function tryBackend(choice: BackendChoice, options: SelectBackendOptions):
     if (!(await loadNative(pkg)) || !(await tf.setBackend('tensorflow'))) return undefined;
     return { name: `tensorflow (${pkg})`, tfBackend: 'tensorflow', threads: 1 };
   }
-  if (!(await (choice === 'wasm' ? setWasmBackend(options.wasmThreads ?? 1) : tf.setBackend(choice)))) return undefined;
+  if (!(await (choice === 'wasm' ? setWasmBackend(options.wasmThreads ?? defaultWasmThreads()) : tf.setBackend(choice)))) return undefined;
   await tf.ready();
   await registerFastGradients(choice);
   return { name: choice, tfBackend: choice, threads: choice === 'wasm' ? getThreadsCount() : 1 };
