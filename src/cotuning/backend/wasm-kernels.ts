@@ -26,36 +26,27 @@ interface WasmBackendInternals {
   disposeData(dataId: object): boolean;
 }
 
+/** Sizes of a convolution or pooling window as the kernels take them (see kernels.wat). */
+type Geometry = [
+  n: number, h: number, w: number, c: number,
+  ho: number, wo: number, kh: number, kw: number,
+  sh: number, sw: number, dh: number, dw: number,
+  pt: number, pl: number,
+];
+
+const geometry = (c: tf.backend_util.Conv2DInfo): Geometry => [
+  c.batchSize, c.inHeight, c.inWidth, c.inChannels,
+  c.outHeight, c.outWidth, c.filterHeight, c.filterWidth,
+  c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
+  c.padInfo.top, c.padInfo.left,
+];
+
 interface KernelExports {
-  depthwiseFilterGrad(
-    x: number, dy: number, out: number,
-    n: number, h: number, w: number, c: number,
-    ho: number, wo: number, kh: number, kw: number,
-    sh: number, sw: number, dh: number, dw: number,
-    pt: number, pl: number,
-  ): void;
-  depthwiseInputGrad(
-    dy: number, w: number, dx: number,
-    n: number, h: number, wi: number, c: number,
-    ho: number, wo: number, kh: number, kw: number,
-    sh: number, sw: number, dh: number, dw: number,
-    pt: number, pl: number,
-  ): void;
+  depthwiseFilterGrad(x: number, dy: number, out: number, ...geometry: Geometry): void;
+  depthwiseInputGrad(dy: number, w: number, dx: number, ...geometry: Geometry): void;
   pointwiseFilterGrad(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number): void;
-  convFilterGrad(
-    x: number, dy: number, out: number, patches: number, acc: number,
-    n: number, h: number, w: number, ci: number,
-    ho: number, wo: number, kh: number, kw: number,
-    sh: number, sw: number, dh: number, dw: number,
-    pt: number, pl: number, kp: number, co: number, rows: number,
-  ): void;
-  maxPoolGrad(
-    x: number, dy: number, dx: number,
-    n: number, h: number, w: number, c: number,
-    ho: number, wo: number, kh: number, kw: number,
-    sh: number, sw: number, dh: number, dw: number,
-    pt: number, pl: number,
-  ): void;
+  convFilterGrad(x: number, dy: number, out: number, patches: number, acc: number, ...geometryAndBlocks: [...Geometry, number, number, number]): void;
+  maxPoolGrad(x: number, dy: number, dx: number, ...geometry: Geometry): void;
   relu6Grad(dy: number, x: number, out: number, count: number): void;
   nesterovUpdate(theta: number, v: number, grad: number, outTheta: number, outV: number, count: number, lr: number, mu: number, wd: number, first: number): void;
   channelAffine2(u: number, x: number, out: number, pixels: number, c: number, a: number, b: number, cc: number): void;
@@ -187,24 +178,12 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     },
     depthwiseFilterGrad(x, dy, c) {
       const out = internals.makeOutput([c.filterHeight, c.filterWidth, c.inChannels, 1], 'float32');
-      exports.depthwiseFilterGrad(
-        offset(x), offset(dy), offset(out),
-        c.batchSize, c.inHeight, c.inWidth, c.inChannels,
-        c.outHeight, c.outWidth, c.filterHeight, c.filterWidth,
-        c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
-        c.padInfo.top, c.padInfo.left,
-      );
+      exports.depthwiseFilterGrad(offset(x), offset(dy), offset(out), ...geometry(c));
       return out;
     },
     depthwiseInputGrad(dy, filter, c) {
       const dx = internals.makeOutput([c.batchSize, c.inHeight, c.inWidth, c.inChannels], 'float32');
-      exports.depthwiseInputGrad(
-        offset(dy), offset(filter), offset(dx),
-        c.batchSize, c.inHeight, c.inWidth, c.inChannels,
-        c.outHeight, c.outWidth, c.filterHeight, c.filterWidth,
-        c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
-        c.padInfo.top, c.padInfo.left,
-      );
+      exports.depthwiseInputGrad(offset(dy), offset(filter), offset(dx), ...geometry(c));
       return dx;
     },
     pointwiseFilterGrad(x, dy) {
@@ -225,25 +204,13 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const rows = l1Rows(kp, co);
       const out = internals.makeOutput([c.filterHeight, c.filterWidth, c.inChannels, co], 'float32');
       withScratch(rows * kp + kp * co, (patches) => {
-        exports.convFilterGrad(
-          offset(x), offset(dy), offset(out), patches, patches + rows * kp * 4,
-          c.batchSize, c.inHeight, c.inWidth, c.inChannels,
-          c.outHeight, c.outWidth, c.filterHeight, c.filterWidth,
-          c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
-          c.padInfo.top, c.padInfo.left, kp, co, rows,
-        );
+        exports.convFilterGrad(offset(x), offset(dy), offset(out), patches, patches + rows * kp * 4, ...geometry(c), kp, co, rows);
       });
       return out;
     },
     maxPoolGrad(x, dy, p) {
       const dx = internals.makeOutput([...x.shape], 'float32');
-      exports.maxPoolGrad(
-        offset(x), offset(dy), offset(dx),
-        p.batchSize, p.inHeight, p.inWidth, p.inChannels,
-        p.outHeight, p.outWidth, p.filterHeight, p.filterWidth,
-        p.strideHeight, p.strideWidth, p.dilationHeight, p.dilationWidth,
-        p.padInfo.top, p.padInfo.left,
-      );
+      exports.maxPoolGrad(offset(x), offset(dy), offset(dx), ...geometry(p));
       return dx;
     },
     relu6Grad(dy, x) {
