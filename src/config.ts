@@ -80,7 +80,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   // Checked per variable so that every bad one is reported, not only the first.
   const record = value as Record<string, unknown>;
   const problems: { variable: string; message: string }[] = [];
+  const required = new Set<string>(EnvSchema.required ?? []);
   for (const [key, schema] of Object.entries(EnvSchema.properties)) {
+    // Optional variables (no default) may stay unset.
+    if (record[key] === undefined && !required.has(key)) continue;
     const first = [...Value.Errors(schema, record[key])][0];
     if (first) problems.push({ variable: key, message: `${first.message} (got ${JSON.stringify(record[key])})` });
   }
