@@ -31,8 +31,10 @@ Hyperparameters (defaults in parentheses):
   --momentum (0.9) --weight-decay (5e-4) --batch-size (32) --iterations (600) --epochs
   --lr-decay-at (0.6, comma list of fractions) --lr-decay-factor (0.1) --image-size (model's)
   --sampling-rate (1) --val-fraction (0.2) --relationship direct|reverse (direct)
-  --temperature (1) --no-augment --crop-scale-min (0.2) --freeze-below LAYER --head-layer LAYER
+  --temperature (1) --no-augment --crop-scale-min (0.2) --head-layer LAYER
   --eval-every (10 validation passes)
+  --freeze-below LAYER   train only the backbone from LAYER on; the layers before it run in
+                         inference mode without gradients (LAYER must start a block, e.g. conv_dw_7)
 
 Exit codes: 0 success, 1 failure, 2 bad flags or unreadable input, 130 interrupted.
 `;
