@@ -301,4 +301,10 @@ async function main(): Promise<void> {
   if (backend === 'wasm') tf.removeBackend('wasm');
 }
 
-await main();
+try {
+  await main();
+} catch (err) {
+  // One line, not Node's report (which quotes the source line: here a minified bundle).
+  console.error(`bench:train: ${(err as Error).message}`);
+  process.exit(1);
+}
