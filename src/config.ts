@@ -73,17 +73,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const picked: Record<string, unknown> = {};
   for (const key of Object.keys(EnvSchema.properties)) {
     const value = env[key];
-    // An empty value means "not set" for everything except the free-form lists.
-    if (value !== undefined && (value !== '' || key === 'COTUNE_API_KEYS' || key === 'COTUNE_TF_BACKEND')) picked[key] = value.trim();
+    // An empty (or blank) value means "not set" for everything except the free-form lists.
+    if (value !== undefined && (value.trim() !== '' || key === 'COTUNE_API_KEYS' || key === 'COTUNE_TF_BACKEND')) picked[key] = value.trim();
+  }
+  // Conversion would read "1.5" as 1 and "0x2" as 2: integers must be written as digits.
+  const problems: { variable: string; message: string }[] = [];
+  for (const [key, schema] of Object.entries(EnvSchema.properties)) {
+    const raw = picked[key];
+    if ((schema as { type?: string }).type === 'integer' && typeof raw === 'string' && !/^[0-9]+$/.test(raw)) {
+      problems.push({ variable: key, message: `must be a whole number written in digits (got ${JSON.stringify(raw)})` });
+      delete picked[key];
+    }
   }
   const value = Value.Default(EnvSchema, Value.Convert(EnvSchema, picked));
   // Checked per variable so that every bad one is reported, not only the first.
   const record = value as Record<string, unknown>;
-  const problems: { variable: string; message: string }[] = [];
   const required = new Set<string>(EnvSchema.required ?? []);
   for (const [key, schema] of Object.entries(EnvSchema.properties)) {
     // Optional variables (no default) may stay unset.
     if (record[key] === undefined && !required.has(key)) continue;
+    if (problems.some((p) => p.variable === key)) continue;
     const first = [...Value.Errors(schema, record[key])][0];
     if (first) problems.push({ variable: key, message: `${first.message} (got ${JSON.stringify(record[key])})` });
   }

@@ -41,7 +41,13 @@ test('bad values are rejected with a message naming each variable', () => {
   );
   assert.throws(() => loadConfig({ PORT: '70000' }), /PORT/);
   assert.throws(() => loadConfig({ COTUNE_JOB_ATTEMPTS: '0' }), /COTUNE_JOB_ATTEMPTS/);
-  for (const threads of ['0', '9', 'two']) assert.throws(() => loadConfig({ COTUNE_WASM_THREADS: threads }), /COTUNE_WASM_THREADS/);
+  for (const threads of ['0', '9', 'two', '1.5', '0x2', '-1', '1e0']) assert.throws(() => loadConfig({ COTUNE_WASM_THREADS: threads }), /COTUNE_WASM_THREADS/);
+  assert.throws(() => loadConfig({ PORT: '80.5' }), /PORT: must be a whole number written in digits \(got "80.5"\)/);
+});
+
+test('an unset, empty or blank optional variable takes the default', () => {
+  for (const threads of [undefined, '', '  ']) assert.equal(loadConfig({ COTUNE_WASM_THREADS: threads }).wasmThreads, undefined);
+  assert.equal(loadConfig({ COTUNE_WASM_THREADS: ' 2 ' }).wasmThreads, 2);
 });
 
 test('.env.example documents every variable the schema reads', async () => {

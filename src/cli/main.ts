@@ -96,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`--backend must be one of ${BACKEND_PREFERENCE.join(', ')} (got "${backend}")`);
   }
   const threadsRaw = (args.values.threads as string | undefined) ?? (process.env.COTUNE_WASM_THREADS || String(defaultWasmThreads()));
-  const wasmThreads = Number(threadsRaw);
+  const wasmThreads = /^[0-9]+$/.test(threadsRaw) ? Number(threadsRaw) : NaN;
   if (!Number.isInteger(wasmThreads) || wasmThreads < 1 || wasmThreads > MAX_WASM_THREADS) {
     const source = args.values.threads !== undefined ? '--threads' : 'COTUNE_WASM_THREADS';
     throw new UsageError(`${source} expects an integer from 1 to ${MAX_WASM_THREADS} (got "${threadsRaw}")`);

@@ -91,8 +91,9 @@ export function resolveHyperparameters(partial: Partial<Hyperparameters> = {}): 
   for (const key of ['freezeBelow', 'headLayer'] as const) {
     const value = partial[key];
     if (value === undefined) continue;
-    if (typeof value !== 'string' || value.length === 0 || value.length > 200) {
-      throw new InvalidInputError(`hyperparameters.${key}`, `hyperparameters.${key} must be a layer name`);
+    // Length in code points, as the API's JSON schema counts it (maxLength 200).
+    if (typeof value !== 'string' || value.length === 0 || [...value].length > 200) {
+      throw new InvalidInputError(`hyperparameters.${key}`, `hyperparameters.${key} must be a layer name of 1 to 200 characters`);
     }
     merged[key] = value;
   }

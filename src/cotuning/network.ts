@@ -101,11 +101,10 @@ interface GraphTensor {
 }
 
 /**
- * Cuts the backbone before the layer named `layerName`. Every layer from that one on (in the
- * model's topological order) is trainable; the rest must feed them through one tensor (true
- * for any layer of a chain like MobileNet, and for a block's first layer in ResNet-style nets).
+ * The one tensor through which the backbone's layers before `layerName` feed the rest; an
+ * InvalidInputError naming hyperparameters.freezeBelow when there is no such layer or cut.
  */
-export function splitBackbone(backbone: tf.LayersModel, layerName: string): BackboneSplit {
+function cutBefore(backbone: tf.LayersModel, layerName: string): GraphTensor {
   const field = 'hyperparameters.freezeBelow';
   const at = backbone.layers.findIndex((l) => l.name === layerName);
   if (at < 0) throw new InvalidInputError(field, `${field}: no layer named "${layerName}" in the backbone`);
@@ -133,6 +132,22 @@ export function splitBackbone(backbone: tf.LayersModel, layerName: string): Back
     );
   }
   const [cut] = crossing.values();
+  return cut;
+}
+
+/** Checks that the backbone can be frozen below `layerName` (as splitBackbone would), changing nothing. */
+export function checkFreezeBelow(net: CoTuningNet, layerName: string): void {
+  cutBefore(net.backbone, layerName);
+}
+
+/**
+ * Cuts the backbone before the layer named `layerName`. Every layer from that one on (in the
+ * model's topological order) is trainable; the rest must feed them through one tensor (true
+ * for any layer of a chain like MobileNet, and for a block's first layer in ResNet-style nets).
+ */
+export function splitBackbone(backbone: tf.LayersModel, layerName: string): BackboneSplit {
+  const cut = cutBefore(backbone, layerName);
+  const output = backbone.outputs[0] as unknown as GraphTensor;
   const frozen = tf.model({ inputs: backbone.inputs, outputs: cut as unknown as tf.SymbolicTensor, name: 'frozen_backbone' });
 
   // Re-apply the trainable layers to a new input in place of the cut tensor (weights are shared).

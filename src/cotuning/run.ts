@@ -8,7 +8,7 @@ import { resolveHyperparameters } from './hyperparameters.js';
 import { decodeImages, type ImageSet } from './images.js';
 import { readModelJson, saveLayersModel } from './model-io.js';
 import { inspectModelJson, resolveImageSize } from './model-spec.js';
-import { buildNet, disposeNet, exportTargetModel, type CoTuningNet } from './network.js';
+import { buildNet, checkFreezeBelow, disposeNet, exportTargetModel, type CoTuningNet } from './network.js';
 import { renderCurvesPng, renderRelationshipPng } from './plots.js';
 import { directRelationship, fitReverseRelationship, relationshipStats, softmaxRows } from './relationship.js';
 import { hashFiles, readCachedRelationship, relationshipCacheKey, writeCachedRelationship, type RelationshipKey } from './relationship-cache.js';
@@ -210,6 +210,8 @@ async function runMethod(
     seed: ctx.options.seed,
   });
   try {
+    // Before the relationship, which is wasted work when the run cannot train.
+    if (hp.freezeBelow) checkFreezeBelow(net, hp.freezeBelow);
     let rel: RelationshipResult | undefined;
     if (method === 'co-tuning') {
       progress(hooks, 'relationship', at(0), { method, message: `estimating the ${hp.relationship} relationship` });

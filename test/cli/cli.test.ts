@@ -35,6 +35,8 @@ test('bad flags and unreadable inputs: one clear line, exit code 2', () => {
     [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/etc/hostname'], /--out \/etc\/hostname: cannot create or write/],
     [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--backend', 'quantum'], /--backend must be one of/],
     [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--threads', '0'], /--threads expects an integer from 1 to 8/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--threads', '0x2'], /--threads expects an integer from 1 to 8/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--threads', '2 '], /--threads expects an integer from 1 to 8/],
   ];
   for (const [args, pattern] of cases) {
     const r = cotune(...args);
@@ -42,4 +44,12 @@ test('bad flags and unreadable inputs: one clear line, exit code 2', () => {
     assert.equal(r.stderr.split('\n').length, 1, `more than one line: ${r.stderr}`);
     assert.match(r.stderr, pattern);
   }
+});
+
+test('a freezeBelow layer that is not in the model fails before the relationship is estimated', () => {
+  const out = `/tmp/cotune-cli-freeze-${process.pid}`;
+  const r = cotune('train', '--method', 'co-tuning', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', out, '--image-size', '32', '--sampling-rate', '0.1', '--iterations', '1', '--freeze-below', 'conv_dw_99');
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /hyperparameters\.freezeBelow: no layer named "conv_dw_99"/);
+  assert.doesNotMatch(r.stdout + r.stderr, /relationship/, 'the relationship was estimated first');
 });
