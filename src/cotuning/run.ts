@@ -21,6 +21,8 @@ interface RunContext {
   hooks: RunHooks;
   hp: Hyperparameters;
   backend: string;
+  /** WASM threads in use (1 on other backends). */
+  threads: number;
   index: DatasetIndex;
   plan: SplitPlan;
   inspection: ModelInspection;
@@ -92,6 +94,7 @@ async function prepare(options: RunOptions, hooks: RunHooks): Promise<RunContext
     hooks,
     hp,
     backend: backend.name,
+    threads: backend.threads,
     index,
     plan,
     inspection,
@@ -266,6 +269,7 @@ async function runMethod(
         {
           method,
           backend: ctx.backend,
+          threads: ctx.threads,
           config: {
             seed: ctx.options.seed,
             imageSize: ctx.imageSize,
