@@ -8,8 +8,9 @@ import { wasmKernels } from './wasm-kernels.js';
  * tf.layers' BatchNormalization computes tf.moments (Mean, Sub, Square, Mean, reshapes) and
  * then FusedBatchNorm; backprop then walks all of these plus tfjs-core's FusedBatchNorm
  * gradient, which tiles a full-size tensor: about 30 full-size passes per BN layer. The
- * fused version takes 4 fast passes forward and 8 backward, with the same maths; per-channel
- * scale/shift runs as a 1x1 depthwise conv because broadcasting binary ops are slow on WASM.
+ * fused version, with the same maths, takes 3 passes forward (mean, variance, scale/shift as a
+ * 1x1 depthwise conv, because broadcasting binary ops are slow on WASM) and 2 backward with our
+ * WASM kernels, a few more without them (the pure-JS CPU backend).
  */
 
 type TensorInfo = tf.TensorInfo;

@@ -3,8 +3,9 @@ import { KernelScope, withScope } from './kernel-ops.js';
 import { wasmKernels } from './wasm-kernels.js';
 
 /**
- * Convolution gradients built only from forward kernels (conv, depthwise conv, matMul,
- * transpose, pad, reshape, sum), which XNNPACK runs fast on WASM. Each gradient costs about
+ * Convolution gradients from forward kernels (conv, depthwise conv, matMul, transpose, pad,
+ * reshape, sum), which XNNPACK runs fast on WASM, or from our WASM kernels where those are
+ * faster (filter gradients, the strided depthwise input gradient). Each gradient costs about
  * one forward convolution; no per-element JS loops and no tile / strided slice / transposed
  * matMul, which are slow on WASM.
  */

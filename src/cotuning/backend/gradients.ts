@@ -21,7 +21,8 @@ import {
  * WASM lacks Conv2DBackpropFilter and both depthwise gradient kernels, and the CPU
  * backend's versions are per-element JS loops. Everything registered here is composed of
  * forward kernels (conv, depthwise conv, matMul, pad, transpose, sum) that XNNPACK runs at
- * forward-pass speed, and batch norm in training mode becomes one op with a fused gradient.
+ * forward-pass speed, plus, on WASM, our SIMD kernels (wasm-kernels.ts) where XNNPACK has no
+ * fast form; batch norm in training mode becomes one op with a fused gradient.
  */
 
 /** Backends that get the kernels below; others (tfjs-node) have fast native gradients. */
