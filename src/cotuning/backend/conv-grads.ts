@@ -152,7 +152,7 @@ export function conv2DBackpropFilter(
   const [kh, kw, ci, co] = filterShape;
   const m = x.shape[0] * x.shape[1] * x.shape[2];
   if (isPointwise(c)) {
-    const own = wasmKernels(s.backend)?.pointwiseFilterGrad(x, dy);
+    const own = wasmKernels(s.backend)?.matMulTransposedA(x, dy);
     if (own) return s.reshape(s.adopt(own), filterShape);
     // dW = xᵀ · dy; transpose whichever operand is smaller.
     if (ci <= co) {

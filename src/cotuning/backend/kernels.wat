@@ -296,11 +296,12 @@
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $bLoop))))
 
-  ;; Pointwise (1x1) convolution filter gradient: out[i, j] = sum over rows r of x[r, i] * dy[r, j]
-  ;; for x [m, ci] and dy [m, co], with ci a multiple of 4 and co a multiple of 8.
-  ;; XNNPACK would need a transposed copy of one operand and repack the other (m rows) as
-  ;; weights on every call. Rows go in blocks of $rows so both operands stay in L1.
-  (func (export "pointwiseFilterGrad")
+  ;; out = xᵀ·dy: out[i, j] = sum over rows r of x[r, i] * dy[r, j] for x [m, ci] and dy [m, co],
+  ;; with ci a multiple of 4 and co a multiple of 8. The pointwise (1x1) convolution filter
+  ;; gradient, and a·b of a few rows of a (with x = aᵀ). XNNPACK would need a transposed copy of
+  ;; one operand and repack the other as weights on every call. Rows go in blocks of $rows so
+  ;; both operands stay in L1.
+  (func (export "matMulTransposedA")
     (param $x i32) (param $dy i32) (param $out i32) (param $m i32) (param $ci i32) (param $co i32) (param $rows i32)
     (local $ciBytes i32) (local $coBytes i32) (local $r0 i32) (local $count i32)
     (local.set $ciBytes (i32.shl (local.get $ci) (i32.const 2)))

@@ -54,8 +54,8 @@ const SMALL_MATMUL_ROWS = 64;
 
 /**
  * BatchMatMul a·b on WASM for a few rows of a (a batch of features times a head's weights)
- * through our outer-product kernel: XNNPACK repacks b on every call because the weights change
- * each step, which cost more than the product (0.87 vs 0.34 ms for 32x256 · 256x1000). Needs
+ * through our matMulTransposedA kernel: XNNPACK repacks b on every call because the weights
+ * change each step, which cost more than the product (0.87 vs 0.34 ms for 32x256 · 256x1000). Needs
  * rows in fours, columns in eights and no transposes; everything else goes to the stock kernel.
  */
 export function smallMatMulKernel(backendName: string): tf.KernelConfig {
@@ -88,9 +88,9 @@ export function smallMatMulKernel(backendName: string): tf.KernelConfig {
         return stock.kernelFunc(args);
       }
       return withScope(args.backend as tf.KernelBackend, backendName, (s) => {
-        // a·b = Σ over k of aᵀ[k, :] ⊗ b[k, :]: the outer-product kernel with k as its rows.
+        // a·b = (aᵀ)ᵀ·b: the kernel's rows are the k contracted ones.
         const aT = s.transpose(s.reshape(a, [m, k]), [1, 0]);
-        const out = own.pointwiseFilterGrad(aT, s.reshape(b, [k, n])) as TensorInfo;
+        const out = own.matMulTransposedA(aT, s.reshape(b, [k, n])) as TensorInfo;
         return s.reshape(s.adopt(out), [...a.shape.slice(0, -2), m, n]);
       });
     },

@@ -44,7 +44,7 @@ const geometry = (c: tf.backend_util.Conv2DInfo): Geometry => [
 interface KernelExports {
   depthwiseFilterGrad(x: number, dy: number, out: number, ...geometry: Geometry): void;
   depthwiseInputGrad(dy: number, w: number, dx: number, ...geometry: Geometry): void;
-  pointwiseFilterGrad(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number): void;
+  matMulTransposedA(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number): void;
   convFilterGrad(x: number, dy: number, out: number, patches: number, acc: number, ...geometryAndBlocks: [...Geometry, number, number, number]): void;
   maxPoolGrad(x: number, dy: number, dx: number, ...geometry: Geometry): void;
   relu6Grad(dy: number, x: number, out: number, count: number): void;
@@ -62,10 +62,10 @@ export interface WasmKernels {
   /** dx of a depth-multiplier-1 depthwise convolution (filter [kh, kw, c, 1]). */
   depthwiseInputGrad(dy: TensorInfo, filter: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo;
   /**
-   * dW [ci, co] = xᵀ·dy of a 1x1 stride-1 convolution (x [.., ci], dy [.., co]), when ci is a
-   * multiple of 4 and co of 8; undefined otherwise.
+   * xᵀ·dy [ci, co] over the rows of x [.., ci] and dy [.., co] (the filter gradient of a 1x1
+   * stride-1 convolution), when ci is a multiple of 4 and co of 8; undefined otherwise.
    */
-  pointwiseFilterGrad(x: TensorInfo, dy: TensorInfo): TensorInfo | undefined;
+  matMulTransposedA(x: TensorInfo, dy: TensorInfo): TensorInfo | undefined;
   /** dW [kh, kw, ci, co] of any NHWC convolution when co is a multiple of 8; undefined otherwise. */
   convFilterGrad(x: TensorInfo, dy: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo | undefined;
   /** dx of a max pool: each dy value goes to its window's first maximum in x. */
@@ -186,14 +186,14 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       exports.depthwiseInputGrad(offset(dy), offset(filter), offset(dx), ...geometry(c));
       return dx;
     },
-    pointwiseFilterGrad(x, dy) {
+    matMulTransposedA(x, dy) {
       const ci = x.shape[x.shape.length - 1];
       const co = dy.shape[dy.shape.length - 1];
       if (ci % 4 !== 0 || co % 8 !== 0 || x.dtype !== 'float32' || dy.dtype !== 'float32') return undefined;
       const m = sizeOf(x) / ci;
       if (sizeOf(dy) !== m * co) throw new Error(`wasm kernels: dy [${dy.shape}] does not fit x [${x.shape}]`);
       const out = internals.makeOutput([ci, co], 'float32');
-      exports.pointwiseFilterGrad(offset(x), offset(dy), offset(out), m, ci, co, l1Rows(ci, co));
+      exports.matMulTransposedA(offset(x), offset(dy), offset(out), m, ci, co, l1Rows(ci, co));
       return out;
     },
     convFilterGrad(x, dy, c) {
