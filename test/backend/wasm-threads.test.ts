@@ -23,7 +23,7 @@ const grads = (f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[]): Float
 
 /** Big enough for XNNPACK to split the work between threads; each passes through our WAT kernels or XNNPACK. */
 const cases: Record<string, () => Float32Array[]> = {
-  'conv2d 3x3': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 24, 24, 16], 1), rand([3, 3, 16, 32], 2)])),
+  'conv2d 3x3': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([8, 24, 24, 16], 1), rand([3, 3, 16, 32], 2)])),
   'depthwise 3x3 stride 2': () => tf.tidy(() => grads((x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, 'same'), [rand([4, 24, 24, 32], 3), rand([3, 3, 32, 1], 4)])),
   'pointwise conv2d': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 24, 24, 16], 13), rand([1, 1, 16, 32], 14)])),
   'maxPool 3x3 stride 2': () => tf.tidy(() => grads((x) => tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'), [rand([4, 24, 24, 16], 15)])),
@@ -44,9 +44,9 @@ const cases: Record<string, () => Float32Array[]> = {
   'batchnorm layer training': () =>
     tf.tidy(() => {
       const layer = tf.layers.batchNormalization({ epsilon: 1e-3 });
-      layer.build([8, 12, 12, 24]);
+      layer.build([8, 24, 24, 24]);
       layer.setWeights([rand([24], 7), rand([24], 8), rand([24], 9), tf.add(rand([24], 10), 2)]);
-      return grads((x) => layer.apply(x, { training: true }) as tf.Tensor, [tf.mul(rand([8, 12, 12, 24], 11), 3)]);
+      return grads((x) => layer.apply(x, { training: true }) as tf.Tensor, [tf.mul(rand([8, 24, 24, 24], 11), 3)]);
     }),
   'relu6 activation': () =>
     tf.tidy(() => {
@@ -75,7 +75,8 @@ describe('wasm backend on 2 threads', () => {
     // Count the calls of each WAT kernel: a silent fallback to the composite versions must fail.
     const own = wasmKernels(tf.backend()) as WasmKernels;
     const calls = new Map<string, number>();
-    for (const name of Object.keys(own) as (keyof WasmKernels)[]) {
+    const kernelNames = (Object.keys(own) as (keyof WasmKernels)[]).filter((name) => name !== 'threadUse');
+    for (const name of kernelNames) {
       const kernel = own[name] as (...args: unknown[]) => tf.TensorInfo;
       (own as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
         calls.set(name, (calls.get(name) ?? 0) + 1);
@@ -93,8 +94,15 @@ describe('wasm backend on 2 threads', () => {
         assert.ok(e <= TOL, `${name} gradient ${i}: relative error ${e.toExponential(2)}`);
       });
     }
-    for (const name of Object.keys(own)) assert.ok(calls.get(name), `WAT kernel ${name} never ran`);
-    t.diagnostic(`worst relative error ${worst.toExponential(2)}; WAT kernel calls ${JSON.stringify(Object.fromEntries(calls))}`);
+    for (const name of kernelNames) assert.ok(calls.get(name), `WAT kernel ${name} never ran`);
+    // Every case is big enough to be cut into chunks, and the helper thread must have run some.
+    const use = own.threadUse();
+    assert.equal(use.threads, 2);
+    for (const name of ['matMulTransposedA', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelAffine2']) {
+      assert.ok(use.chunkedCalls[name], `${name} never ran in chunks on 2 threads: ${JSON.stringify(use.chunkedCalls)}`);
+    }
+    assert.ok(use.helperChunks > 0, 'the helper thread ran no chunk');
+    t.diagnostic(`worst relative error ${worst.toExponential(2)}; WAT kernel calls ${JSON.stringify(Object.fromEntries(calls))}; in chunks ${JSON.stringify(use)}`);
   });
 
   it('a process that started 2 threads exits on its own', () => {

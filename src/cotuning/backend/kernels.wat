@@ -790,4 +790,22 @@
         (br $sLoop)))
       (local.set $p (i32.add (local.get $p) (i32.const 1)))
       (br $pLoop))))
+
+  ;; dst += src over $count floats: joins the partial sums of a kernel cut into parts.
+  (func (export "addInto") (param $dst i32) (param $src i32) (param $count i32)
+    (local $end i32) (local $vecEnd i32) (local $i i32)
+    (local.set $end (i32.shl (local.get $count) (i32.const 2)))
+    (local.set $vecEnd (i32.and (local.get $end) (i32.const -16)))
+    (block $vDone (loop $vLoop
+      (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecEnd)))
+      (v128.store (i32.add (local.get $dst) (local.get $i))
+        (f32x4.add (v128.load (i32.add (local.get $dst) (local.get $i))) (v128.load (i32.add (local.get $src) (local.get $i)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $vLoop)))
+    (block $sDone (loop $sLoop
+      (br_if $sDone (i32.ge_u (local.get $i) (local.get $end)))
+      (f32.store (i32.add (local.get $dst) (local.get $i))
+        (f32.add (f32.load (i32.add (local.get $dst) (local.get $i))) (f32.load (i32.add (local.get $src) (local.get $i)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $sLoop))))
 )

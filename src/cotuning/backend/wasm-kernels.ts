@@ -1,10 +1,13 @@
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
+import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { MAX_CHUNKS, startKernelThreads } from './kernel-threads.js';
 
 /**
  * Our own WASM SIMD kernels (kernels.wat), running inside the TF.js WASM backend's memory so
  * that they read and write its tensors in place. They cover gradients that XNNPACK has no
- * fast form for; everything else stays with the backend's kernels.
+ * fast form for; everything else stays with the backend's kernels. With WASM threads, a large
+ * call is cut into chunks that run on helper threads as well (kernel-threads.ts).
  */
 
 type TensorInfo = tf.TensorInfo;
@@ -13,7 +16,8 @@ type TensorInfo = tf.TensorInfo;
 interface WebAssemblyApi {
   Memory: abstract new (...args: never[]) => { buffer: ArrayBuffer | SharedArrayBuffer };
   validate(binary: Uint8Array): boolean;
-  instantiate(binary: Uint8Array, imports: object): Promise<{ instance: { exports: object } }>;
+  compile(binary: Uint8Array): Promise<object>;
+  instantiate(module: object, imports: object): Promise<{ exports: Record<string, (...args: number[]) => void> }>;
 }
 const WebAssembly = (globalThis as unknown as { WebAssembly: WebAssemblyApi }).WebAssembly;
 
@@ -54,6 +58,7 @@ interface KernelExports {
     mode: number, u: number, x: number, m: number, pixels: number, c: number,
     out1: number, out2: number, acc: number, block: number, scale: number,
   ): void;
+  addInto(dst: number, src: number, count: number): void;
 }
 
 export interface WasmKernels {
@@ -86,12 +91,46 @@ export interface WasmKernels {
    * dispatch, and with WASM threads a wake-up of the thread pool).
    */
   perChannel(inputs: TensorInfo[], count: number, body: (ins: Float32Array[], outs: Float32Array[]) => void): TensorInfo[];
+  /** Threads our kernels run on (1, or as many as XNNPACK's), and how they have been used. */
+  threadUse(): { threads: number; chunkedCalls: Record<string, number>; helperChunks: number };
 }
 
 const loaded = new WeakMap<object, WasmKernels>();
 
 /** Pixels summed per block before joining the totals in channelSums (see kernels.wat). */
 const SUM_BLOCK = 256;
+
+/**
+ * With WASM threads, the smallest chunk (in floats read and written) a kernel call is cut into
+ * (see kernel-threads.ts): handing a chunk over costs about what a few µs of kernel work does.
+ * This and CHUNKS_PER_THREAD were picked by timing whole MobileNet training steps on 2 threads.
+ */
+const MIN_CHUNK_FLOATS = 16384;
+/** Floats in a 64-byte cache line. */
+const CACHE_LINE_FLOATS = 16;
+/** Chunks per thread in a call cut into chunks (see KernelThreads). */
+const CHUNKS_PER_THREAD = 8;
+/** A chunk of a sum must cover this many times the floats of its partial result. */
+const PARTIAL_COST = 16;
+
+/** [start, count] of one chunk of a range. */
+type Range = [start: number, count: number];
+
+/** [0, total) cut into `parts` nearly equal ranges whose starts are multiples of `align`. */
+function splitRange(total: number, parts: number, align = 1): Range[] {
+  const units = Math.ceil(total / align);
+  const n = Math.max(1, Math.min(parts, units));
+  const ranges: Range[] = [];
+  for (let p = 0, start = 0; p < n; p++) {
+    const end = p === n - 1 ? total : Math.round(((p + 1) * units) / n) * align;
+    ranges.push([start, end - start]);
+    start = end;
+  }
+  return ranges;
+}
+
+/** Pixel ranges for channelSums: whole blocks, so a chunk's sums round as they would uncut. */
+const pixelRanges = (pixels: number, parts: number): Range[] => splitRange(pixels, parts, SUM_BLOCK);
 
 /** Rows per block of a filter gradient: both operands' rows of a block fit in about 32 KiB (L1). */
 const l1Rows = (ci: number, co: number): number => Math.max(8, Math.floor(32768 / ((ci + co) * 4)));
@@ -142,10 +181,15 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
   const internals = backend as unknown as WasmBackendInternals;
   const memory = internals.wasm?.asm?.memory ?? internals.wasm?.wasmMemory;
   if (!(memory instanceof WebAssembly.Memory)) return false;
-  const binary = await assemble(memory.buffer instanceof SharedArrayBuffer);
+  const shared = memory.buffer instanceof SharedArrayBuffer;
+  const binary = await assemble(shared);
   if (!WebAssembly.validate(binary)) return false;
-  const { instance } = await WebAssembly.instantiate(binary, { tfjs: { memory } });
+  const module = await WebAssembly.compile(binary);
+  const instance = await WebAssembly.instantiate(module, { tfjs: { memory } });
   const exports = instance.exports as unknown as KernelExports;
+  // As many threads as XNNPACK has: the calling thread and getThreadsCount() − 1 helpers.
+  const threads =
+    shared && getThreadsCount() > 1 ? startKernelThreads(module, memory, instance.exports, getThreadsCount() - 1) : undefined;
 
   const offset = (t: TensorInfo): number => {
     const data = internals.dataIdMap.get(t.dataId);
@@ -158,7 +202,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
 
   /** Runs `body` with `floats` of scratch memory in the backend's heap. */
   const withScratch = (floats: number, body: (at: number) => void): void => {
-    const scratch = internals.makeOutput([floats], 'float32');
+    const scratch = internals.makeOutput([Math.max(1, floats)], 'float32');
     try {
       body(offset(scratch));
     } finally {
@@ -166,7 +210,65 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     }
   };
 
+  /**
+   * Chunks to cut a call over `floats` of data into: a few per thread, so that a thread slowed
+   * down runs fewer of them; none below MIN_CHUNK_FLOATS; at most `most`. A chunk of a sum
+   * costs a `partial`-float partial result, which must stay small next to its share of the work.
+   */
+  const chunksFor = (floats: number, most: number, partial = 0): number => {
+    if (!threads) return 1;
+    const bySize = Math.floor(floats / Math.max(MIN_CHUNK_FLOATS, PARTIAL_COST * partial));
+    return Math.max(1, Math.min(threads.threads * CHUNKS_PER_THREAD, MAX_CHUNKS, most, bySize));
+  };
+
+  /** Runs kernel `name` once per argument list: on the helper threads too when there are several. */
+  const chunkedCalls: Record<string, number> = {};
+  const run = (name: keyof KernelExports, args: number[][]): void => {
+    if (threads && args.length > 1) {
+      chunkedCalls[name] = (chunkedCalls[name] ?? 0) + 1;
+      threads.run(name, args);
+    } else (exports[name] as (...a: number[]) => void)(...args[0]);
+  };
+
+  /**
+   * A sum cut into chunks (`ranges`). Chunk 0 writes the `size`-float results `outs`; every
+   * other chunk writes its own copies in scratch, added into `outs` at the end. Each chunk also
+   * gets `extra` floats of working scratch. Every chunk's scratch starts on its own cache line:
+   * chunks on different threads that wrote to one line would slow each other down.
+   * `args(range, chunkOuts, chunkScratch)` are a chunk's kernel arguments.
+   */
+  const runSum = (
+    name: keyof KernelExports,
+    ranges: Range[],
+    outs: number[],
+    size: number,
+    extra: number,
+    args: (range: Range, chunkOuts: number[], chunkScratch: number) => number[],
+  ): void => {
+    const chunks = ranges.length;
+    const line = (floats: number): number => Math.ceil(floats / CACHE_LINE_FLOATS) * CACHE_LINE_FLOATS;
+    const stride = line(outs.length * size) + line(extra);
+    withScratch(chunks * stride + CACHE_LINE_FLOATS, (at) => {
+      const base = Math.ceil(at / (CACHE_LINE_FLOATS * 4)) * CACHE_LINE_FLOATS * 4;
+      const chunkOuts = (p: number): number[] => (p === 0 ? outs : outs.map((_, i) => base + (p * stride + i * size) * 4));
+      const chunkScratch = (p: number): number => base + (p * stride + line(outs.length * size)) * 4;
+      run(name, ranges.map((r, p) => args(r, chunkOuts(p), chunkScratch(p))));
+      for (let p = 1; p < chunks; p++) chunkOuts(p).forEach((partial, i) => exports.addInto(outs[i], partial, size));
+    });
+  };
+
+  /** A kernel over a batch of images, cut into ranges of images when the batch is large enough. */
+  const imageRanges = (g: Geometry, floatsPerImage: number, partial = 0): Range[] =>
+    splitRange(g[0], chunksFor(g[0] * floatsPerImage, g[0], partial));
+  /** The geometry of a part of the batch: `count` of its images. */
+  const withImages = (g: Geometry, [, count]: Range): Geometry => {
+    const part: Geometry = [...g];
+    part[0] = count;
+    return part;
+  };
+
   loaded.set(backend, {
+    threadUse: () => ({ threads: threads?.threads ?? 1, chunkedCalls: { ...chunkedCalls }, helperChunks: threads?.helperChunks() ?? 0 }),
     perChannel(inputs, count, body) {
       const c = inputs[0].shape[0];
       for (const t of inputs) {
@@ -178,12 +280,21 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     },
     depthwiseFilterGrad(x, dy, c) {
       const out = internals.makeOutput([c.filterHeight, c.filterWidth, c.inChannels, 1], 'float32');
-      exports.depthwiseFilterGrad(offset(x), offset(dy), offset(out), ...geometry(c));
+      const g = geometry(c);
+      const [xImage, dyImage] = [c.inHeight * c.inWidth * c.inChannels * 4, c.outHeight * c.outWidth * c.inChannels * 4];
+      const size = c.filterHeight * c.filterWidth * c.inChannels;
+      runSum('depthwiseFilterGrad', imageRanges(g, (xImage + dyImage) / 4, size), [offset(out)], size, 0, (r, [chunkOut]) => [
+        offset(x) + r[0] * xImage, offset(dy) + r[0] * dyImage, chunkOut, ...withImages(g, r),
+      ]);
       return out;
     },
     depthwiseInputGrad(dy, filter, c) {
       const dx = internals.makeOutput([c.batchSize, c.inHeight, c.inWidth, c.inChannels], 'float32');
-      exports.depthwiseInputGrad(offset(dy), offset(filter), offset(dx), ...geometry(c));
+      const g = geometry(c);
+      const [dxImage, dyImage] = [c.inHeight * c.inWidth * c.inChannels * 4, c.outHeight * c.outWidth * c.inChannels * 4];
+      run('depthwiseInputGrad', imageRanges(g, (dxImage + dyImage) / 4).map((r) => [
+        offset(dy) + r[0] * dyImage, offset(filter), offset(dx) + r[0] * dxImage, ...withImages(g, r),
+      ]));
       return dx;
     },
     matMulTransposedA(x, dy) {
@@ -193,7 +304,12 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const m = sizeOf(x) / ci;
       if (sizeOf(dy) !== m * co) throw new Error(`wasm kernels: dy [${dy.shape}] does not fit x [${x.shape}]`);
       const out = internals.makeOutput([ci, co], 'float32');
-      exports.matMulTransposedA(offset(x), offset(dy), offset(out), m, ci, co, l1Rows(ci, co));
+      const rows = l1Rows(ci, co);
+      // Chunks of whole L1 blocks.
+      const ranges = splitRange(m, chunksFor(m * (ci + co), Math.ceil(m / rows), ci * co), rows);
+      runSum('matMulTransposedA', ranges, [offset(out)], ci * co, 0, ([start, count], [chunkOut]) => [
+        offset(x) + start * ci * 4, offset(dy) + start * co * 4, chunkOut, count, ci, co, rows,
+      ]);
       return out;
     },
     convFilterGrad(x, dy, c) {
@@ -203,20 +319,30 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const kp = Math.ceil(taps / 4) * 4;
       const rows = l1Rows(kp, co);
       const out = internals.makeOutput([c.filterHeight, c.filterWidth, c.inChannels, co], 'float32');
-      withScratch(rows * kp + kp * co, (patches) => {
-        exports.convFilterGrad(offset(x), offset(dy), offset(out), patches, patches + rows * kp * 4, ...geometry(c), kp, co, rows);
-      });
+      const g = geometry(c);
+      const [xImage, dyImage] = [c.inHeight * c.inWidth * c.inChannels * 4, c.outHeight * c.outWidth * co * 4];
+      const work = rows * kp + kp * co;
+      runSum('convFilterGrad', imageRanges(g, (xImage + dyImage) / 4, taps * co), [offset(out)], taps * co, work, (r, [chunkOut], patches) => [
+        offset(x) + r[0] * xImage, offset(dy) + r[0] * dyImage, chunkOut, patches, patches + rows * kp * 4, ...withImages(g, r), kp, co, rows,
+      ]);
       return out;
     },
     maxPoolGrad(x, dy, p) {
       const dx = internals.makeOutput([...x.shape], 'float32');
-      exports.maxPoolGrad(offset(x), offset(dy), offset(dx), ...geometry(p));
+      const g = geometry(p);
+      const [xImage, dyImage] = [p.inHeight * p.inWidth * p.inChannels * 4, p.outHeight * p.outWidth * p.inChannels * 4];
+      run('maxPoolGrad', imageRanges(g, (2 * xImage + dyImage) / 4).map((r) => [
+        offset(x) + r[0] * xImage, offset(dy) + r[0] * dyImage, offset(dx) + r[0] * xImage, ...withImages(g, r),
+      ]));
       return dx;
     },
     relu6Grad(dy, x) {
       channels(x, [dy]);
       const out = internals.makeOutput([...x.shape], 'float32');
-      exports.relu6Grad(offset(dy), offset(x), offset(out), sizeOf(x));
+      const n = sizeOf(x);
+      run('relu6Grad', splitRange(n, chunksFor(3 * n, n), 4).map(([start, count]) => [
+        offset(dy) + start * 4, offset(x) + start * 4, offset(out) + start * 4, count,
+      ]));
       return out;
     },
     nesterovUpdate(theta, v, grad, lr, mu, wd) {
@@ -226,31 +352,41 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       }
       const outTheta = internals.makeOutput([...theta.shape], 'float32');
       const outV = internals.makeOutput([...theta.shape], 'float32');
-      exports.nesterovUpdate(offset(theta), v ? offset(v) : 0, offset(grad), offset(outTheta), offset(outV), n, lr, mu, wd, v ? 0 : 1);
+      run('nesterovUpdate', splitRange(n, chunksFor(5 * n, n), 4).map(([start, count]) => [
+        offset(theta) + start * 4, v ? offset(v) + start * 4 : 0, offset(grad) + start * 4,
+        offset(outTheta) + start * 4, offset(outV) + start * 4, count, lr, mu, wd, v ? 0 : 1,
+      ]));
       return [outTheta, outV];
     },
     channelAffine2(u, a, x, b, c) {
       const out = internals.makeOutput([...x.shape], 'float32');
       const ch = channels(x, [u, a, b, c]);
-      exports.channelAffine2(offset(u), offset(x), offset(out), sizeOf(x) / ch, ch, offset(a), offset(b), offset(c));
+      const pixels = sizeOf(x) / ch;
+      run('channelAffine2', splitRange(pixels, chunksFor(3 * pixels * ch, pixels)).map(([start, count]) => [
+        offset(u) + start * ch * 4, offset(x) + start * ch * 4, offset(out) + start * ch * 4, count, ch, offset(a), offset(b), offset(c),
+      ]));
       return out;
     },
     channelMoments(x) {
       const c = channels(x, []);
       const pixels = sizeOf(x) / c;
       const [mean, variance] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
-      withScratch(2 * c, (acc) => {
-        exports.channelSums(0, offset(x), 0, 0, pixels, c, offset(mean), 0, acc, SUM_BLOCK, 1 / pixels);
-        exports.channelSums(1, offset(x), 0, offset(mean), pixels, c, offset(variance), 0, acc, SUM_BLOCK, 1 / pixels);
-      });
+      const ranges = pixelRanges(pixels, chunksFor(pixels * c, pixels, c));
+      for (const [mode, total, m] of [[0, mean, 0], [1, variance, offset(mean)]] as const) {
+        runSum('channelSums', ranges, [offset(total)], c, 2 * c, ([start, count], [chunkOut], acc) => [
+          mode, offset(x) + start * c * 4, 0, m, count, c, chunkOut, 0, acc, SUM_BLOCK, 1 / pixels,
+        ]);
+      }
       return [mean, variance];
     },
     channelGradSums(dy, x, mean) {
       const c = channels(x, [dy, mean]);
+      const pixels = sizeOf(x) / c;
       const [sumDy, sumDyXc] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
-      withScratch(2 * c, (acc) => {
-        exports.channelSums(2, offset(dy), offset(x), offset(mean), sizeOf(x) / c, c, offset(sumDy), offset(sumDyXc), acc, SUM_BLOCK, 1);
-      });
+      const ranges = pixelRanges(pixels, chunksFor(2 * pixels * c, pixels, 2 * c));
+      runSum('channelSums', ranges, [offset(sumDy), offset(sumDyXc)], c, 2 * c, ([start, count], [out1, out2], acc) => [
+        2, offset(dy) + start * c * 4, offset(x) + start * c * 4, offset(mean), count, c, out1, out2, acc, SUM_BLOCK, 1,
+      ]);
       return [sumDy, sumDyXc];
     },
   });
