@@ -172,16 +172,12 @@ export function startKernelThreads(
       Atomics.store(control, NEXT, claimWord(seq, chunks.length));
       Atomics.store(control, SEQ, seq);
       Atomics.notify(control, SEQ);
+      // Our chunks all run even when one throws, so afterwards only the helpers' are left to wait for.
       let failure: unknown;
       claimChunks(control, table, seq, exports[name], (err) => (failure ??= err));
-      if (failure !== undefined) {
-        // Stop the helpers claiming more, then wait for the chunks they hold.
-        const word = Atomics.exchange(control, NEXT, CLOSED);
-        waitForChunks(word & 0xff, name);
-        throw failure;
-      }
       waitForChunks(chunks.length, name);
       Atomics.store(control, NEXT, CLOSED);
+      if (failure !== undefined) throw failure;
       if (control[FAILED]) throw new Error(`wasm kernels: ${name} failed on a helper thread`);
     },
   };

@@ -129,9 +129,6 @@ function splitRange(total: number, parts: number, align = 1): Range[] {
   return ranges;
 }
 
-/** Pixel ranges for channelSums: whole blocks, so a chunk's sums round as they would uncut. */
-const pixelRanges = (pixels: number, parts: number): Range[] => splitRange(pixels, parts, SUM_BLOCK);
-
 /** Rows per block of a filter gradient: both operands' rows of a block fit in about 32 KiB (L1). */
 const l1Rows = (ci: number, co: number): number => Math.max(8, Math.floor(32768 / ((ci + co) * 4)));
 
@@ -211,18 +208,19 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
   };
 
   /**
-   * Chunks to cut a call over `floats` of data into: a few per thread, so that a thread slowed
-   * down runs fewer of them; none below MIN_CHUNK_FLOATS; at most `most`. A chunk of a sum
-   * costs a `partial`-float partial result, which must stay small next to its share of the work.
+   * [0, total) cut into the chunks of a call over `floats` of data, with starts at multiples of
+   * `align`: a few chunks per thread, so that a thread slowed down runs fewer of them, and none
+   * below MIN_CHUNK_FLOATS. A chunk of a sum costs a `partial`-float partial result, which must
+   * stay small next to its share of the work. One range without helper threads.
    */
-  const chunksFor = (floats: number, most: number, partial = 0): number => {
-    if (!threads) return 1;
+  const chunkRanges = (total: number, floats: number, align = 1, partial = 0): Range[] => {
+    if (!threads) return [[0, total]];
     const bySize = Math.floor(floats / Math.max(MIN_CHUNK_FLOATS, PARTIAL_COST * partial));
-    return Math.max(1, Math.min(threads.threads * CHUNKS_PER_THREAD, MAX_CHUNKS, most, bySize));
+    return splitRange(total, Math.min(threads.threads * CHUNKS_PER_THREAD, MAX_CHUNKS, bySize), align);
   };
 
-  /** Runs kernel `name` once per argument list: on the helper threads too when there are several. */
   const chunkedCalls: Record<string, number> = {};
+  /** Runs kernel `name` once per argument list: on the helper threads too when there are several. */
   const run = (name: keyof KernelExports, args: number[][]): void => {
     if (threads && args.length > 1) {
       chunkedCalls[name] = (chunkedCalls[name] ?? 0) + 1;
@@ -246,6 +244,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     args: (range: Range, chunkOuts: number[], chunkScratch: number) => number[],
   ): void => {
     const chunks = ranges.length;
+    if (chunks === 1 && extra === 0) return run(name, [args(ranges[0], outs, 0)]);
     const line = (floats: number): number => Math.ceil(floats / CACHE_LINE_FLOATS) * CACHE_LINE_FLOATS;
     const stride = line(outs.length * size) + line(extra);
     withScratch(chunks * stride + CACHE_LINE_FLOATS, (at) => {
@@ -259,7 +258,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
 
   /** A kernel over a batch of images, cut into ranges of images when the batch is large enough. */
   const imageRanges = (g: Geometry, floatsPerImage: number, partial = 0): Range[] =>
-    splitRange(g[0], chunksFor(g[0] * floatsPerImage, g[0], partial));
+    chunkRanges(g[0], g[0] * floatsPerImage, 1, partial);
   /** The geometry of a part of the batch: `count` of its images. */
   const withImages = (g: Geometry, [, count]: Range): Geometry => {
     const part: Geometry = [...g];
@@ -306,7 +305,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const out = internals.makeOutput([ci, co], 'float32');
       const rows = l1Rows(ci, co);
       // Chunks of whole L1 blocks.
-      const ranges = splitRange(m, chunksFor(m * (ci + co), Math.ceil(m / rows), ci * co), rows);
+      const ranges = chunkRanges(m, m * (ci + co), rows, ci * co);
       runSum('matMulTransposedA', ranges, [offset(out)], ci * co, 0, ([start, count], [chunkOut]) => [
         offset(x) + start * ci * 4, offset(dy) + start * co * 4, chunkOut, count, ci, co, rows,
       ]);
@@ -340,7 +339,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       channels(x, [dy]);
       const out = internals.makeOutput([...x.shape], 'float32');
       const n = sizeOf(x);
-      run('relu6Grad', splitRange(n, chunksFor(3 * n, n), 4).map(([start, count]) => [
+      run('relu6Grad', chunkRanges(n, 3 * n, 4).map(([start, count]) => [
         offset(dy) + start * 4, offset(x) + start * 4, offset(out) + start * 4, count,
       ]));
       return out;
@@ -352,7 +351,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       }
       const outTheta = internals.makeOutput([...theta.shape], 'float32');
       const outV = internals.makeOutput([...theta.shape], 'float32');
-      run('nesterovUpdate', splitRange(n, chunksFor(5 * n, n), 4).map(([start, count]) => [
+      run('nesterovUpdate', chunkRanges(n, 5 * n, 4).map(([start, count]) => [
         offset(theta) + start * 4, v ? offset(v) + start * 4 : 0, offset(grad) + start * 4,
         offset(outTheta) + start * 4, offset(outV) + start * 4, count, lr, mu, wd, v ? 0 : 1,
       ]));
@@ -362,7 +361,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const out = internals.makeOutput([...x.shape], 'float32');
       const ch = channels(x, [u, a, b, c]);
       const pixels = sizeOf(x) / ch;
-      run('channelAffine2', splitRange(pixels, chunksFor(3 * pixels * ch, pixels)).map(([start, count]) => [
+      run('channelAffine2', chunkRanges(pixels, 3 * pixels * ch).map(([start, count]) => [
         offset(u) + start * ch * 4, offset(x) + start * ch * 4, offset(out) + start * ch * 4, count, ch, offset(a), offset(b), offset(c),
       ]));
       return out;
@@ -371,7 +370,8 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const c = channels(x, []);
       const pixels = sizeOf(x) / c;
       const [mean, variance] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
-      const ranges = pixelRanges(pixels, chunksFor(pixels * c, pixels, c));
+      // Whole SUM_BLOCKs per chunk, so a chunk's sums round as they would uncut.
+      const ranges = chunkRanges(pixels, pixels * c, SUM_BLOCK, c);
       for (const [mode, total, m] of [[0, mean, 0], [1, variance, offset(mean)]] as const) {
         runSum('channelSums', ranges, [offset(total)], c, 2 * c, ([start, count], [chunkOut], acc) => [
           mode, offset(x) + start * c * 4, 0, m, count, c, chunkOut, 0, acc, SUM_BLOCK, 1 / pixels,
@@ -383,7 +383,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const c = channels(x, [dy, mean]);
       const pixels = sizeOf(x) / c;
       const [sumDy, sumDyXc] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
-      const ranges = pixelRanges(pixels, chunksFor(2 * pixels * c, pixels, 2 * c));
+      const ranges = chunkRanges(pixels, 2 * pixels * c, SUM_BLOCK, 2 * c);
       runSum('channelSums', ranges, [offset(sumDy), offset(sumDyXc)], c, 2 * c, ([start, count], [out1, out2], acc) => [
         2, offset(dy) + start * c * 4, offset(x) + start * c * 4, offset(mean), count, c, out1, out2, acc, SUM_BLOCK, 1,
       ]);
