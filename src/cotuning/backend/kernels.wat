@@ -300,28 +300,31 @@
   ;; with ci a multiple of 4 and co a multiple of 8. The pointwise (1x1) convolution filter
   ;; gradient, and a·b of a few rows of a (with x = aᵀ). XNNPACK would need a transposed copy of
   ;; one operand and repack the other as weights on every call. Rows go in blocks of $rows so
-  ;; both operands stay in L1.
+  ;; both operands stay in L1. x rows are $xRow floats apart (≥ ci), so that a call can take a
+  ;; slice of x's channels and write the matching rows of out.
   (func (export "matMulTransposedA")
-    (param $x i32) (param $dy i32) (param $out i32) (param $m i32) (param $ci i32) (param $co i32) (param $rows i32)
-    (local $ciBytes i32) (local $coBytes i32) (local $r0 i32) (local $count i32)
+    (param $x i32) (param $dy i32) (param $out i32) (param $m i32) (param $ci i32) (param $co i32) (param $rows i32) (param $xRow i32)
+    (local $ciBytes i32) (local $coBytes i32) (local $xRowBytes i32) (local $r0 i32) (local $count i32)
     (local.set $ciBytes (i32.shl (local.get $ci) (i32.const 2)))
     (local.set $coBytes (i32.shl (local.get $co) (i32.const 2)))
+    (local.set $xRowBytes (i32.shl (local.get $xRow) (i32.const 2)))
     (memory.fill (local.get $out) (i32.const 0) (i32.mul (local.get $ci) (local.get $coBytes)))
     (block $blocksDone (loop $blocks
       (br_if $blocksDone (i32.ge_u (local.get $r0) (local.get $m)))
       (local.set $count (select (i32.sub (local.get $m) (local.get $r0)) (local.get $rows)
         (i32.gt_u (i32.add (local.get $r0) (local.get $rows)) (local.get $m))))
       (call $accumulateOuterProducts
-        (i32.add (local.get $x) (i32.mul (local.get $r0) (local.get $ciBytes)))
+        (i32.add (local.get $x) (i32.mul (local.get $r0) (local.get $xRowBytes)))
         (i32.add (local.get $dy) (i32.mul (local.get $r0) (local.get $coBytes)))
-        (local.get $out) (local.get $count) (local.get $ciBytes) (local.get $coBytes))
+        (local.get $out) (local.get $count) (local.get $ciBytes) (local.get $xRowBytes) (local.get $coBytes))
       (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
       (br $blocks))))
 
-  ;; out [ci, co] += xᵀ·dy over $count rows of x [.., ci] and dy [.., co] (ci % 4 = 0, co % 8 = 0).
-  ;; A block of 4 x-channels times 8 dy-channels stays in 8 registers while the rows stream by.
+  ;; out [ci, co] += xᵀ·dy over $count rows of x (ci channels, rows $xRowBytes apart) and dy
+  ;; [.., co] (ci % 4 = 0, co % 8 = 0). A block of 4 x-channels times 8 dy-channels stays in 8
+  ;; registers while the rows stream by.
   (func $accumulateOuterProducts
-    (param $x i32) (param $dy i32) (param $out i32) (param $count i32) (param $ciBytes i32) (param $coBytes i32)
+    (param $x i32) (param $dy i32) (param $out i32) (param $count i32) (param $ciBytes i32) (param $xRowBytes i32) (param $coBytes i32)
     (local $r i32) (local $i i32) (local $j i32) (local $xp i32) (local $dp i32) (local $op i32)
     (local $xv v128) (local $d0 v128) (local $d1 v128) (local $s v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
@@ -356,7 +359,7 @@
           (local.set $s (i8x16.shuffle 12 13 14 15 12 13 14 15 12 13 14 15 12 13 14 15 (local.get $xv) (local.get $xv)))
           (local.set $a6 (f32x4.add (local.get $a6) (f32x4.mul (local.get $s) (local.get $d0))))
           (local.set $a7 (f32x4.add (local.get $a7) (f32x4.mul (local.get $s) (local.get $d1))))
-          (local.set $xp (i32.add (local.get $xp) (local.get $ciBytes)))
+          (local.set $xp (i32.add (local.get $xp) (local.get $xRowBytes)))
           (local.set $dp (i32.add (local.get $dp) (local.get $coBytes)))
           (local.set $r (i32.add (local.get $r) (i32.const 1)))
           (br $rLoop)))
@@ -471,7 +474,7 @@
       (call $accumulateOuterProducts
         (local.get $patches)
         (i32.add (local.get $dy) (i32.mul (local.get $r0) (local.get $coBytes)))
-        (local.get $acc) (local.get $count) (local.get $kpBytes) (local.get $coBytes))
+        (local.get $acc) (local.get $count) (local.get $kpBytes) (local.get $kpBytes) (local.get $coBytes))
       (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
       (br $blocks)))
     (memory.copy (local.get $out) (local.get $acc) (i32.mul (local.get $tail) (local.get $co))))

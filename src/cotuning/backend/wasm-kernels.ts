@@ -48,7 +48,7 @@ const geometry = (c: tf.backend_util.Conv2DInfo): Geometry => [
 interface KernelExports {
   depthwiseFilterGrad(x: number, dy: number, out: number, ...geometry: Geometry): void;
   depthwiseInputGrad(dy: number, w: number, dx: number, ...geometry: Geometry): void;
-  matMulTransposedA(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number): void;
+  matMulTransposedA(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number, xRow: number): void;
   convFilterGrad(x: number, dy: number, out: number, patches: number, acc: number, ...geometryAndBlocks: [...Geometry, number, number, number]): void;
   maxPoolGrad(x: number, dy: number, dx: number, ...geometry: Geometry): void;
   relu6Grad(dy: number, x: number, out: number, count: number): void;
@@ -91,7 +91,7 @@ export interface WasmKernels {
    * dispatch, and with WASM threads a wake-up of the thread pool).
    */
   perChannel(inputs: TensorInfo[], count: number, body: (ins: Float32Array[], outs: Float32Array[]) => void): TensorInfo[];
-  /** Threads our kernels run on (1, or as many as XNNPACK's), and how they have been used. */
+  /** Threads our kernels run on (1, or as many as XNNPACK's), and how they have been used: calls in chunks per kernel (and way of cutting). */
   threadUse(): { threads: number; chunkedCalls: Record<string, number>; helperChunks: number };
 }
 
@@ -112,6 +112,8 @@ const CACHE_LINE_FLOATS = 16;
 const CHUNKS_PER_THREAD = 8;
 /** A chunk of a sum must cover this many times the floats of its partial result. */
 const PARTIAL_COST = 16;
+/** Multiply-adds of matMulTransposedA that take about as long as streaming one float. */
+const MACS_PER_FLOAT = 2;
 
 /** [start, count] of one chunk of a range. */
 type Range = [start: number, count: number];
@@ -220,10 +222,13 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
   };
 
   const chunkedCalls: Record<string, number> = {};
-  /** Runs kernel `name` once per argument list: on the helper threads too when there are several. */
-  const run = (name: keyof KernelExports, args: number[][]): void => {
+  /**
+   * Runs kernel `name` once per argument list: on the helper threads too when there are several.
+   * Calls in chunks are counted under `label`.
+   */
+  const run = (name: keyof KernelExports, args: number[][], label: string = name): void => {
     if (threads && args.length > 1) {
-      chunkedCalls[name] = (chunkedCalls[name] ?? 0) + 1;
+      chunkedCalls[label] = (chunkedCalls[label] ?? 0) + 1;
       threads.run(name, args);
     } else (exports[name] as (...a: number[]) => void)(...args[0]);
   };
@@ -304,10 +309,19 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       if (sizeOf(dy) !== m * co) throw new Error(`wasm kernels: dy [${dy.shape}] does not fit x [${x.shape}]`);
       const out = internals.makeOutput([ci, co], 'float32');
       const rows = l1Rows(ci, co);
-      // Chunks of whole L1 blocks.
-      const ranges = chunkRanges(m, m * (ci + co), rows, ci * co);
-      runSum('matMulTransposedA', ranges, [offset(out)], ci * co, 0, ([start, count], [chunkOut]) => [
-        offset(x) + start * ci * 4, offset(dy) + start * co * 4, chunkOut, count, ci, co, rows,
+      // Chunks of rows (whole L1 blocks) each add up a partial [ci, co]; chunks of x's channels
+      // each write their own rows of out, in the same order of sums as uncut. Rows suit many
+      // rows and few channels (early layers), channels the reverse, where a partial result
+      // would cost as much as the chunk's work.
+      const byRows = chunkRanges(m, m * (ci + co), rows, ci * co);
+      const byChannels = chunkRanges(ci, (m * ci * co) / MACS_PER_FLOAT, 4);
+      if (byChannels.length > byRows.length) {
+        const chunks = byChannels.map(([start, count]) => [offset(x) + start * 4, offset(dy), offset(out) + start * co * 4, m, count, co, rows, ci]);
+        run('matMulTransposedA', chunks, 'matMulTransposedA by channels');
+        return out;
+      }
+      runSum('matMulTransposedA', byRows, [offset(out)], ci * co, 0, ([start, count], [chunkOut]) => [
+        offset(x) + start * ci * 4, offset(dy) + start * co * 4, chunkOut, count, ci, co, rows, ci,
       ]);
       return out;
     },
