@@ -6,12 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { selectBackend } from '../../src/cotuning/backend/select.js';
 import { wasmKernels, type WasmKernels } from '../../src/cotuning/backend/wasm-kernels.js';
+import { POOL_NICE } from '../../src/cotuning/backend/wasm-threads.js';
 import { NesterovSgd } from '../../src/cotuning/optimizer.js';
 import { rand, relError } from '../helpers/tensors.js';
 
@@ -26,6 +28,8 @@ const cases: Record<string, () => Float32Array[]> = {
   'conv2d 3x3': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([8, 24, 24, 16], 1), rand([3, 3, 16, 32], 2)])),
   'depthwise 3x3 stride 2': () => tf.tidy(() => grads((x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, 'same'), [rand([4, 24, 24, 32], 3), rand([3, 3, 32, 1], 4)])),
   'pointwise conv2d': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 24, 24, 16], 13), rand([1, 1, 16, 32], 14)])),
+  // Few pixels and many channels: the filter gradient is cut by channels, not rows.
+  'pointwise conv2d, 6x6 pixels, 64 channels': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 6, 6, 64], 21), rand([1, 1, 64, 64], 22)])),
   'maxPool 3x3 stride 2': () => tf.tidy(() => grads((x) => tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'), [rand([4, 24, 24, 16], 15)])),
   'Nesterov SGD, 2 steps': () => {
     const vars = [tf.variable(rand([3, 3, 32, 1], 16)), tf.variable(rand([37], 17))];
@@ -71,6 +75,16 @@ describe('wasm backend on 2 threads', () => {
     assert.ok(wasmKernels(tf.backend()), 'our WAT kernels did not load');
   });
 
+  it(`lowers the priority of the pool threads only (nice ${POOL_NICE}), on Linux`, { skip: process.platform !== 'linux' }, () => {
+    // Field 19 of /proc/<tid>/stat is the nice value; the command name before it is in parentheses.
+    const niceOf = (tid: string): number => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]);
+    const nices = readdirSync('/proc/self/task').map((tid) => ({ tid: Number(tid), nice: niceOf(tid) }));
+    assert.equal(nices.find((t) => t.tid === process.pid)?.nice, 0, 'the main thread was reniced');
+    const pool = nices.filter((t) => t.nice === POOL_NICE);
+    assert.ok(pool.length >= 1, `no thread at nice ${POOL_NICE}: ${JSON.stringify(nices)}`);
+    assert.ok(nices.filter((t) => t.nice === 0).length > 1, 'threads other than the pool were reniced');
+  });
+
   it(`gradients match the stock CPU kernels (rel. error ≤ ${TOL}), through our WAT kernels`, (t) => {
     // Count the calls of each WAT kernel: a silent fallback to the composite versions must fail.
     const own = wasmKernels(tf.backend()) as WasmKernels;
@@ -98,7 +112,8 @@ describe('wasm backend on 2 threads', () => {
     // Every case is big enough to be cut into chunks, and the helper thread must have run some.
     const use = own.threadUse();
     assert.equal(use.threads, 2);
-    for (const name of ['matMulTransposedA', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelAffine2']) {
+    // matMulTransposedA is cut by rows (pointwise conv2d) and by channels (6x6 pixels).
+    for (const name of ['matMulTransposedA', 'matMulTransposedA by channels', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelAffine2']) {
       assert.ok(use.chunkedCalls[name], `${name} never ran in chunks on 2 threads: ${JSON.stringify(use.chunkedCalls)}`);
     }
     assert.ok(use.helperChunks > 0, 'the helper thread ran no chunk');
