@@ -32,8 +32,8 @@ export const MAX_WASM_THREADS = 8;
 
 /**
  * Threads when none are asked for: 2 where there are 2 cores. Measured with `npm run
- * bench:train` on 2 cores: a MobileNet training step takes 15-25 % less time on 2 threads than
- * on 1 (inference 35-40 % less), as long as nothing else needs the second core.
+ * bench:train` on 2 cores: a MobileNet training step takes 30-50 % less time on 2 threads than
+ * on 1 (inference 40-45 % less; 2026-12-04, Zen 4), as long as nothing else needs the second core.
  */
 export function defaultWasmThreads(): number {
   return Math.max(1, Math.min(2, os.availableParallelism()));
