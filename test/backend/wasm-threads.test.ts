@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
@@ -75,14 +76,15 @@ describe('wasm backend on 2 threads', () => {
     assert.ok(wasmKernels(tf.backend()), 'our WAT kernels did not load');
   });
 
-  it(`lowers the priority of the pool threads only (nice ${POOL_NICE}), on Linux`, { skip: process.platform !== 'linux' }, () => {
+  // Only where there is something to lower: a test run started above POOL_NICE keeps its nice.
+  const startNice = os.getPriority();
+  it(`lowers the priority of the pool threads only (nice ${POOL_NICE}), on Linux`, { skip: process.platform !== 'linux' || startNice >= POOL_NICE }, () => {
     // Field 19 of /proc/<tid>/stat is the nice value; the command name before it is in parentheses.
     const niceOf = (tid: string): number => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]);
     const nices = readdirSync('/proc/self/task').map((tid) => ({ tid: Number(tid), nice: niceOf(tid) }));
-    assert.equal(nices.find((t) => t.tid === process.pid)?.nice, 0, 'the main thread was reniced');
-    const pool = nices.filter((t) => t.nice === POOL_NICE);
-    assert.ok(pool.length >= 1, `no thread at nice ${POOL_NICE}: ${JSON.stringify(nices)}`);
-    assert.ok(nices.filter((t) => t.nice === 0).length > 1, 'threads other than the pool were reniced');
+    assert.equal(nices.find((t) => t.tid === process.pid)?.nice, startNice, 'the main thread was reniced');
+    assert.ok(nices.some((t) => t.nice === POOL_NICE), `no thread at nice ${POOL_NICE}: ${JSON.stringify(nices)}`);
+    assert.ok(nices.filter((t) => t.nice === startNice).length > 1, 'threads other than the pool were reniced');
   });
 
   it(`gradients match the stock CPU kernels (rel. error ≤ ${TOL}), through our WAT kernels`, (t) => {

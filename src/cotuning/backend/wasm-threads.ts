@@ -51,6 +51,11 @@ export function defaultWasmThreads(): number {
  * platforms keep the default).
  */
 export const POOL_NICE = 10;
+/**
+ * Run by each pthread worker. Only ever lowers: a process started at a nice above POOL_NICE
+ * keeps its own (raising it would need privileges), and a failure leaves the default.
+ */
+const LOWER_POOL_PRIORITY = `try { const os = require('node:os'); if (os.getPriority(0) < ${POOL_NICE}) os.setPriority(0, ${POOL_NICE}); } catch {}`;
 
 /** Start-up takes well under a second; this only guards against a worker that never answers. */
 const INIT_TIMEOUT_MS = 60_000;
@@ -133,7 +138,7 @@ function installShims(dir: string, threads: number, requires: Map<string, string
         ...[...requires].map(([name, module]) => `var ${name} = require(${JSON.stringify(module)});`),
         'var commonjsGlobal = globalThis;',
         'URL.createObjectURL = (file) => file.path; URL.revokeObjectURL = () => {};',
-        ...(process.platform === 'linux' ? [`require('node:os').setPriority(0, ${POOL_NICE});`] : []),
+        ...(process.platform === 'linux' ? [LOWER_POOL_PRIORITY] : []),
       ];
       writeFileSync(this.path, `${source}\n;${suffix.join('\n')}\n`);
     }
