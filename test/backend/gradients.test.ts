@@ -589,6 +589,8 @@ describe('fast gradients', () => {
       (k) => k.name === 'Conv2DBackpropInput' && JSON.stringify(k.outputShapes[0]) === JSON.stringify([STEP_BATCH, STEP_SIZE, STEP_SIZE, 3]),
     );
     assert.equal(imageGrads.length, 0, 'a training step computed the gradient of the input images');
+    // Every batch norm feeds only a relu6 Activation: each pair runs fused (relu6-fusion.ts).
+    assert.equal(profile.kernels.filter((k) => k.name === 'ClipByValue').length, 0, 'relu6 ran apart from batch norm');
     // Compare the updates (new − initial), which are small against the weights themselves.
     // Each new value is rounded to float32, so an update is only known to one unit in the last
     // place of the weight: for BN moving statistics (moved by 1 % of a batch difference) that is

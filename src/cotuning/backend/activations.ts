@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { withScope } from './kernel-ops.js';
+import { isClamped } from './relu6-fusion.js';
 import { wasmKernels } from './wasm-kernels.js';
 
 type TensorInfo = tf.TensorInfo;
@@ -51,7 +52,10 @@ interface ActivationInternals {
 
 let patched = false;
 
-/** Routes tf.layers' 'relu6' activation through the clamp + mask version on `backends`. */
+/**
+ * Routes tf.layers' 'relu6' activation through the clamp + mask version on `backends`; the
+ * output of a batch norm that already applied it (relu6-fusion.ts) passes through as is.
+ */
 export function patchRelu6Activation(backends: ReadonlySet<string>): void {
   if (patched) return;
   patched = true;
@@ -60,6 +64,8 @@ export function patchRelu6Activation(backends: ReadonlySet<string>): void {
   const original = proto.apply;
   proto.apply = function (this: ActivationInternals, x: tf.Tensor, axis?: number) {
     if (x.dtype !== 'float32' || !backends.has(tf.getBackend())) return original.call(this, x, axis);
+    // A copy of the tensor object only (no data copy); its gradient is the identity.
+    if (isClamped(x)) return x.clone();
     return relu6(x) as tf.Tensor;
   };
 }

@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
+import { RELU6_MASK_GRAD_KERNEL } from './activations.js';
 import { KernelScope, withScope } from './kernel-ops.js';
+import { fusesRelu6, markClamped } from './relu6-fusion.js';
 import { wasmKernels } from './wasm-kernels.js';
 
 /**
@@ -14,6 +16,9 @@ import { wasmKernels } from './wasm-kernels.js';
  */
 
 type TensorInfo = tf.TensorInfo;
+
+/** What the training-mode op applies to its output: nothing, or ReLU6 fused in (relu6-fusion.ts). */
+export type BatchNormActivation = 'linear' | 'relu6';
 
 export const BN_TRAIN_KERNEL = 'CotuneBatchNormTrain';
 export const BN_TRAIN_GRAD_KERNEL = 'CotuneBatchNormTrainGrad';
@@ -40,6 +45,7 @@ function composedGradSums(be: tf.KernelBackend, backendName: string, dy: TensorI
 /**
  * x [N,H,W,C], gamma, beta, movingMean, movingVariance [C] -> y, batch mean, biased batch
  * variance, and the moving statistics updated as tf.layers does: m − (m − batch)·decay.
+ * With activation 'relu6', y is clamped to [0, 6] in the same pass.
  */
 function bnTrainKernel(backendName: string): tf.KernelConfig {
   return {
@@ -47,7 +53,7 @@ function bnTrainKernel(backendName: string): tf.KernelConfig {
     backendName,
     kernelFunc: ({ inputs, attrs, backend }) => {
       const { x, gamma, beta, movingMean, movingVariance } = inputs as Record<string, TensorInfo>;
-      const { epsilon: eps, decay } = attrs as { epsilon: number; decay: number };
+      const { epsilon: eps, decay, activation } = attrs as { epsilon: number; decay: number; activation: BatchNormActivation };
       const be = backend as tf.KernelBackend;
       const own = wasmKernels(be);
       if (own) {
@@ -68,14 +74,14 @@ function bnTrainKernel(backendName: string): tf.KernelConfig {
             }
           },
         );
-        const y = withScope(be, backendName, (s) => s.affine(x, s.adopt(a), s.adopt(b)));
+        const y = withScope(be, backendName, (s) => s.affine(x, s.adopt(a), s.adopt(b), activation));
         return [y, mean, variance, movedMean, movedVariance];
       }
       const [mean, variance] = composedMoments(be, backendName, x);
       const y = withScope(be, backendName, (s) => {
         // y = x·a + (β − mean·a) with a = γ·rsqrt(var + ε)
         const a = s.run('Multiply', { a: gamma, b: s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }) });
-        return s.affine(x, a, s.run('Sub', { a: beta, b: s.run('Multiply', { a: mean, b: a }) }));
+        return s.affine(x, a, s.run('Sub', { a: beta, b: s.run('Multiply', { a: mean, b: a }) }), activation);
       });
       // Here rather than in tf ops after the call: that was about 200 engine ops per MobileNet step.
       const moved = (moving: TensorInfo, batch: TensorInfo) =>
@@ -85,52 +91,78 @@ function bnTrainKernel(backendName: string): tf.KernelConfig {
   };
 }
 
-/** dy, x, mean, variance, gamma -> dx, dgamma, dbeta (full gradient through the batch statistics). */
+/**
+ * dy, x, mean, variance, gamma -> dx, dgamma, dbeta (full gradient through the batch
+ * statistics). With the clamped output y among the inputs (ReLU6 fused in), dy is first masked
+ * where the clamp was flat: 0 < y < 6 exactly where the pre-clamp value was.
+ */
 function bnTrainGradKernel(backendName: string): tf.KernelConfig {
   return {
     kernelName: BN_TRAIN_GRAD_KERNEL,
     backendName,
     kernelFunc: ({ inputs, attrs, backend }) => {
-      const { dy, x, mean, variance, gamma } = inputs as Record<string, TensorInfo>;
+      const { x, mean, variance, gamma } = inputs as Record<string, TensorInfo>;
+      const given = inputs.dy as TensorInfo;
+      const y = inputs.y as TensorInfo | undefined;
       const eps = attrs?.epsilon as number;
       const be = backend as tf.KernelBackend;
-      const count = x.shape[0] * x.shape[1] * x.shape[2];
-      const own = wasmKernels(be);
-      if (own) {
-        // Σ dy and Σ dy·(x − mean) in one pass, then dx = dy·a + x·b + c in another (see below).
-        const [dbeta, sumDyXc] = own.channelGradSums(dy, x, mean);
-        const [dgamma, a, b, c] = own.perChannel([gamma, mean, variance, dbeta, sumDyXc], 4, ([g, m, v, db, sdx], [odg, oa, ob, oc]) => {
-          for (let i = 0; i < g.length; i++) {
-            const rstd = 1 / Math.sqrt(v[i] + eps);
-            odg[i] = sdx[i] * rstd;
-            oa[i] = g[i] * rstd;
-            ob[i] = (-oa[i] * rstd * odg[i]) / count;
-            oc[i] = (-oa[i] * db[i]) / count - m[i] * ob[i];
-          }
-        });
-        const dx = own.channelAffine2(dy, a, x, b, c);
-        for (const t of [sumDyXc, a, b, c]) be.disposeData(t.dataId);
-        return [dx, dgamma, dbeta];
+      const masked = y ? withScope(be, backendName, (s) => s.run(RELU6_MASK_GRAD_KERNEL, { dy: given, x: y })) : undefined;
+      const dy = masked ?? given;
+      try {
+        return bnGrad(be, backendName, dy, x, mean, variance, gamma, eps);
+      } finally {
+        if (masked) be.disposeData(masked.dataId);
       }
-      const rstd = withScope(be, backendName, (s) =>
-        s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }),
-      );
-      // Σ dy and Σ dy·(x − mean); dγ = rstd · Σ dy·(x − mean).
-      const [dbeta, sumDyXc] = composedGradSums(be, backendName, dy, x, mean);
-      const dgamma = withScope(be, backendName, (s) => s.run('Multiply', { a: s.adopt(sumDyXc), b: rstd }));
-      const dx = withScope(be, backendName, (s) => {
-        // dx = γ·rstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M) = dy·a + x·b + c with
-        // a = γ·rstd, b = −a·rstd·dγ/M, c = −a·dβ/M − mean·b.
-        const a = s.run('Multiply', { a: gamma, b: rstd });
-        const negAOverM = s.run('Multiply', { a, b: s.scalar(-1 / count) });
-        const b = s.run('Multiply', { a: s.run('Multiply', { a: negAOverM, b: rstd }), b: dgamma });
-        const c = s.run('Sub', { a: s.run('Multiply', { a: negAOverM, b: dbeta }), b: s.run('Multiply', { a: mean, b }) });
-        return s.run('Add', { a: s.affine(dy, a, c), b: s.affine(x, b) });
-      });
-      be.disposeData(rstd.dataId);
-      return [dx, dgamma, dbeta];
     },
   };
+}
+
+/** The batch-norm input, scale and offset gradients of dy (see bnTrainGradKernel). */
+function bnGrad(
+  be: tf.KernelBackend,
+  backendName: string,
+  dy: TensorInfo,
+  x: TensorInfo,
+  mean: TensorInfo,
+  variance: TensorInfo,
+  gamma: TensorInfo,
+  eps: number,
+): TensorInfo[] {
+  const count = x.shape[0] * x.shape[1] * x.shape[2];
+  const own = wasmKernels(be);
+  if (own) {
+    // Σ dy and Σ dy·(x − mean) in one pass, then dx = dy·a + x·b + c in another (see below).
+    const [dbeta, sumDyXc] = own.channelGradSums(dy, x, mean);
+    const [dgamma, a, b, c] = own.perChannel([gamma, mean, variance, dbeta, sumDyXc], 4, ([g, m, v, db, sdx], [odg, oa, ob, oc]) => {
+      for (let i = 0; i < g.length; i++) {
+        const rstd = 1 / Math.sqrt(v[i] + eps);
+        odg[i] = sdx[i] * rstd;
+        oa[i] = g[i] * rstd;
+        ob[i] = (-oa[i] * rstd * odg[i]) / count;
+        oc[i] = (-oa[i] * db[i]) / count - m[i] * ob[i];
+      }
+    });
+    const dx = own.channelAffine2(dy, a, x, b, c);
+    for (const t of [sumDyXc, a, b, c]) be.disposeData(t.dataId);
+    return [dx, dgamma, dbeta];
+  }
+  const rstd = withScope(be, backendName, (s) =>
+    s.run('Rsqrt', { x: s.run('Add', { a: variance, b: s.scalar(eps) }) }),
+  );
+  // Σ dy and Σ dy·(x − mean); dγ = rstd · Σ dy·(x − mean).
+  const [dbeta, sumDyXc] = composedGradSums(be, backendName, dy, x, mean);
+  const dgamma = withScope(be, backendName, (s) => s.run('Multiply', { a: s.adopt(sumDyXc), b: rstd }));
+  const dx = withScope(be, backendName, (s) => {
+    // dx = γ·rstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M) = dy·a + x·b + c with
+    // a = γ·rstd, b = −a·rstd·dγ/M, c = −a·dβ/M − mean·b.
+    const a = s.run('Multiply', { a: gamma, b: rstd });
+    const negAOverM = s.run('Multiply', { a, b: s.scalar(-1 / count) });
+    const b = s.run('Multiply', { a: s.run('Multiply', { a: negAOverM, b: rstd }), b: dgamma });
+    const c = s.run('Sub', { a: s.run('Multiply', { a: negAOverM, b: dbeta }), b: s.run('Multiply', { a: mean, b }) });
+    return s.run('Add', { a: s.affine(dy, a, c), b: s.affine(x, b) });
+  });
+  be.disposeData(rstd.dataId);
+  return [dx, dgamma, dbeta];
 }
 
 /**
@@ -175,9 +207,9 @@ export function batchNormKernels(backendName: string): tf.KernelConfig[] {
 }
 
 /**
- * Training-mode batch norm over the last axis of a 4-D x; returns y and the moving statistics
- * updated with this batch's. The new statistics are kept out of every tidy scope (customGrad
- * runs its forward in one): the caller disposes them.
+ * Training-mode batch norm over the last axis of a 4-D x; returns y (clamped to [0, 6] with
+ * activation 'relu6') and the moving statistics updated with this batch's. The new statistics
+ * are kept out of every tidy scope (customGrad runs its forward in one): the caller disposes them.
  */
 export function batchNormTrain(
   x: tf.Tensor4D,
@@ -185,22 +217,25 @@ export function batchNormTrain(
   beta: tf.Tensor1D,
   epsilon: number,
   moving: { mean: tf.Tensor1D; variance: tf.Tensor1D; decay: number },
+  activation: BatchNormActivation = 'linear',
 ): { y: tf.Tensor4D; movingMean: tf.Tensor1D; movingVariance: tf.Tensor1D } {
   let movingMean: tf.Tensor1D | undefined;
   let movingVariance: tf.Tensor1D | undefined;
   const op = tf.customGrad((xx, gg, bb, save) => {
     const inputs = { x: xx as tf.Tensor, gamma: gg as tf.Tensor, beta: bb as tf.Tensor, movingMean: moving.mean, movingVariance: moving.variance };
-    const [y, m, v, mm, mv] = tf.engine().runKernel(BN_TRAIN_KERNEL, inputs, { epsilon, decay: moving.decay }) as tf.Tensor[];
+    const attrs = { epsilon, decay: moving.decay, activation };
+    const [y, m, v, mm, mv] = tf.engine().runKernel(BN_TRAIN_KERNEL, inputs, attrs) as tf.Tensor[];
     movingMean = tf.keep(mm as tf.Tensor1D);
     movingVariance = tf.keep(mv as tf.Tensor1D);
-    (save as tf.GradSaveFunc)([xx as tf.Tensor, m, v, gg as tf.Tensor]);
+    // The clamped output carries the ReLU6 mask for the gradient.
+    (save as tf.GradSaveFunc)([xx as tf.Tensor, m, v, gg as tf.Tensor, ...(activation === 'relu6' ? [y] : [])]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sx, sm, sv, sg] = saved;
-        return tf.engine().runKernel(BN_TRAIN_GRAD_KERNEL, { dy, x: sx, mean: sm, variance: sv, gamma: sg }, {
-          epsilon,
-        }) as tf.Tensor[];
+        const [sx, sm, sv, sg, sy] = saved;
+        const gradInputs: tf.NamedTensorMap = { dy, x: sx, mean: sm, variance: sv, gamma: sg };
+        if (sy) gradInputs.y = sy;
+        return tf.engine().runKernel(BN_TRAIN_GRAD_KERNEL, gradInputs, { epsilon }) as tf.Tensor[];
       },
     };
   });
@@ -225,9 +260,9 @@ let patched = false;
 
 /**
  * Routes tf.layers BatchNormalization.call in training mode (4-D input, channels last, with
- * centre and scale) through batchNormTrain when the active backend is one of `backends`.
- * Moving statistics are updated exactly as tf.layers does. Everything else takes the
- * original path.
+ * centre and scale) through batchNormTrain when the active backend is one of `backends`, with
+ * the next relu6 Activation fused in where relu6-fusion.ts allows. Moving statistics are
+ * updated exactly as tf.layers does. Everything else takes the original path.
  */
 export function patchBatchNormLayer(backends: ReadonlySet<string>): void {
   if (patched) return;
@@ -250,6 +285,7 @@ export function patchBatchNormLayer(backends: ReadonlySet<string>): void {
     ) {
       return original.call(this, inputs, kwargs);
     }
+    const activation = fusesRelu6(this as unknown as tf.layers.Layer) ? 'relu6' : 'linear';
     return tf.tidy(() => {
       const { y, movingMean, movingVariance } = batchNormTrain(
         input as tf.Tensor4D,
@@ -257,11 +293,12 @@ export function patchBatchNormLayer(backends: ReadonlySet<string>): void {
         this.beta.read() as tf.Tensor1D,
         this.epsilon,
         { mean: this.movingMean.read() as tf.Tensor1D, variance: this.movingVariance.read() as tf.Tensor1D, decay: 1 - this.momentum },
+        activation,
       );
       this.movingMean.write(movingMean);
       this.movingVariance.write(movingVariance);
       tf.dispose([movingMean, movingVariance]);
-      return y;
+      return activation === 'relu6' ? markClamped(y) : y;
     });
   };
 }

@@ -4,6 +4,7 @@ import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
 import { convGradConfigs, convGradKernels, patchConv2DLayer } from './conv-grads.js';
 import { crossEntropyKernels } from './cross-entropy.js';
 import { nesterovUpdateKernel } from './nesterov.js';
+import { patchModelCall } from './relu6-fusion.js';
 import { loadWasmKernels, wasmKernels } from './wasm-kernels.js';
 import {
   fusedBatchNormGradConfig,
@@ -12,6 +13,7 @@ import {
   maxPoolGradKernel,
   relu6GradConfig,
   relu6GradKernel,
+  sameDtypeCastKernel,
   smallMatMulKernel,
 } from './misc-grads.js';
 
@@ -67,6 +69,7 @@ async function register(backend: string): Promise<void> {
   // The CPU backend's Identity already shares the buffer; WASM's copies every tensor the tape saves.
   if (backend === 'wasm') {
     replaceKernel(identityKernel(backend));
+    replaceKernel(sameDtypeCastKernel(backend));
     replaceKernel(maxPoolGradKernel(backend));
     if (instance && wasmKernels(instance)) {
       replaceKernel(nesterovUpdateKernel(backend));
@@ -83,6 +86,7 @@ async function register(backend: string): Promise<void> {
     replaceGradient(matMulGradConfig(tf.getGradient('BatchMatMul')));
     gradientsRegistered = true;
   }
+  patchModelCall();
   patchBatchNormLayer(registered);
   patchRelu6Activation(registered);
   patchConv2DLayer(registered);

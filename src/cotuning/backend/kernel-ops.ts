@@ -84,8 +84,9 @@ export class KernelScope {
    * Per-channel x·scale + bias over the last axis as a 1x1 depthwise conv (XNNPACK's
    * multiply-add kernel): broadcasting binary ops take a slow generic path on WASM.
    * `scale` and `bias` must be fresh rank-1 [C] tensors (WASM checks the buffer's own rank).
+   * With `activation` 'relu6' the result is clamped to [0, 6] in the same pass.
    */
-  affine(x: TensorInfo, scale: TensorInfo, bias?: TensorInfo): TensorInfo {
+  affine(x: TensorInfo, scale: TensorInfo, bias?: TensorInfo, activation: 'linear' | 'relu6' = 'linear'): TensorInfo {
     const c = x.shape[x.shape.length - 1];
     const m = x.shape.reduce((a, b) => a * b, 1) / c;
     const x4 = x.shape.length === 4 ? x : this.reshape(x, [1, 1, m, c]);
@@ -96,7 +97,7 @@ export class KernelScope {
       pad: 'valid',
       dilations: [1, 1],
       dataFormat: 'NHWC',
-      activation: 'linear',
+      activation,
     });
     return this.reshape(out, x.shape);
   }

@@ -24,6 +24,25 @@ export function identityKernel(backendName: string): tf.KernelConfig {
 }
 
 /**
+ * Cast to the tensor's own dtype without a copy on WASM, as the CPU backend does. The gradient
+ * of every Identity (each Tensor.clone on the tape, e.g. a layer passing its input on) is such
+ * a cast, and the stock kernel copies the whole tensor.
+ */
+export function sameDtypeCastKernel(backendName: string): tf.KernelConfig {
+  const stock = tf.getKernel('Cast', backendName);
+  return {
+    kernelName: 'Cast',
+    backendName,
+    kernelFunc: (args) => {
+      const x = (args.inputs as Record<string, TensorInfo>).x;
+      if (x.dtype === 'string' || x.dtype !== (args.attrs as { dtype: string }).dtype) return stock.kernelFunc(args);
+      (args.backend as tf.KernelBackend).incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    },
+  };
+}
+
+/**
  * MaxPoolGrad on WASM through our own kernel: the stock WASM kernel drops gradients when the
  * batch holds more than one image (checked against the CPU backend in the gradient tests).
  * Falls back to the stock kernel where our kernels did not load.
