@@ -46,6 +46,8 @@ const cases: Record<string, () => Float32Array[]> = {
     return out;
   },
   'matMul 256x128x192': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([256, 128], 5), rand([128, 192], 6)])),
+  // A head's shapes: its input gradient dz·Wᵀ and weight gradient fᵀ·dz go to our kernels untransposed.
+  'matMul 32x256x1000 (a head)': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([32, 256], 23), rand([256, 1000], 24)])),
   'batchnorm layer training': () =>
     tf.tidy(() => {
       const layer = tf.layers.batchNormalization({ epsilon: 1e-3 });
@@ -115,7 +117,7 @@ describe('wasm backend on 2 threads', () => {
     const use = own.threadUse();
     assert.equal(use.threads, 2);
     // matMulTransposedA is cut by rows (pointwise conv2d) and by channels (6x6 pixels).
-    for (const name of ['matMulTransposedA', 'matMulTransposedA by channels', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelAffine2']) {
+    for (const name of ['matMulTransposedA', 'matMulTransposedA by channels', 'matMulTransposedB', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelAffine2']) {
       assert.ok(use.chunkedCalls[name], `${name} never ran in chunks on 2 threads: ${JSON.stringify(use.chunkedCalls)}`);
     }
     assert.ok(use.helperChunks > 0, 'the helper thread ran no chunk');

@@ -320,7 +320,73 @@
       (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
       (br $blocks))))
 
-  ;; out [ci, co] += xᵀ·dy over $count rows of x (ci channels, rows $xRowBytes apart) and dy
+  ;; out = a·bᵀ: out[i, j] = sum over t of a[i, t] * b[j, t] for a [m, k] and b [n, k], with m a
+  ;; multiple of 4, n of 2 and k of 4; out rows are $outRow floats apart (≥ n), so that a call can
+  ;; take a slice of b's rows and write the matching columns of out. Both operands are read along
+  ;; their rows, so neither needs a transposed copy (a head's input gradient dz·Wᵀ: W is the big
+  ;; one). 4 rows of a by 2 rows of b: 8 accumulators of 4 lanes, summed across lanes at the end.
+  (func (export "matMulTransposedB")
+    (param $a i32) (param $b i32) (param $out i32) (param $m i32) (param $n i32) (param $k i32) (param $outRow i32)
+    (local $kBytes i32) (local $i i32) (local $j i32) (local $t i32) (local $ap i32) (local $bp i32) (local $op i32)
+    (local $b0 v128) (local $b1 v128) (local $av v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local.set $kBytes (i32.shl (local.get $k) (i32.const 2)))
+    (block $iDone (loop $iLoop
+      (br_if $iDone (i32.ge_u (local.get $i) (local.get $m)))
+      (local.set $j (i32.const 0))
+      (block $jDone (loop $jLoop
+        (br_if $jDone (i32.ge_u (local.get $j) (local.get $n)))
+        (local.set $c00 (v128.const i32x4 0 0 0 0)) (local.set $c01 (v128.const i32x4 0 0 0 0))
+        (local.set $c10 (v128.const i32x4 0 0 0 0)) (local.set $c11 (v128.const i32x4 0 0 0 0))
+        (local.set $c20 (v128.const i32x4 0 0 0 0)) (local.set $c21 (v128.const i32x4 0 0 0 0))
+        (local.set $c30 (v128.const i32x4 0 0 0 0)) (local.set $c31 (v128.const i32x4 0 0 0 0))
+        (local.set $ap (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $kBytes))))
+        (local.set $bp (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $kBytes))))
+        (local.set $t (i32.const 0))
+        (block $tDone (loop $tLoop
+          (br_if $tDone (i32.ge_u (local.get $t) (local.get $kBytes)))
+          (local.set $b0 (v128.load (i32.add (local.get $bp) (local.get $t))))
+          (local.set $b1 (v128.load (i32.add (i32.add (local.get $bp) (local.get $kBytes)) (local.get $t))))
+          (local.set $av (v128.load (i32.add (local.get $ap) (local.get $t))))
+          (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $av) (local.get $b0))))
+          (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $av) (local.get $b1))))
+          (local.set $av (v128.load (i32.add (i32.add (local.get $ap) (local.get $kBytes)) (local.get $t))))
+          (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $av) (local.get $b0))))
+          (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $av) (local.get $b1))))
+          (local.set $av (v128.load (i32.add (i32.add (local.get $ap) (i32.shl (local.get $kBytes) (i32.const 1))) (local.get $t))))
+          (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $av) (local.get $b0))))
+          (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $av) (local.get $b1))))
+          (local.set $av (v128.load (i32.add (i32.add (local.get $ap) (i32.mul (local.get $kBytes) (i32.const 3))) (local.get $t))))
+          (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $av) (local.get $b0))))
+          (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $av) (local.get $b1))))
+          (local.set $t (i32.add (local.get $t) (i32.const 16)))
+          (br $tLoop)))
+        ;; out[i + r, j + c] = the lanes of accumulator rc added up.
+        (local.set $op (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $i) (local.get $outRow)) (local.get $j)) (i32.const 2))))
+        (f32.store (local.get $op) (call $laneSum (local.get $c00)))
+        (f32.store offset=4 (local.get $op) (call $laneSum (local.get $c01)))
+        (local.set $op (i32.add (local.get $op) (i32.shl (local.get $outRow) (i32.const 2))))
+        (f32.store (local.get $op) (call $laneSum (local.get $c10)))
+        (f32.store offset=4 (local.get $op) (call $laneSum (local.get $c11)))
+        (local.set $op (i32.add (local.get $op) (i32.shl (local.get $outRow) (i32.const 2))))
+        (f32.store (local.get $op) (call $laneSum (local.get $c20)))
+        (f32.store offset=4 (local.get $op) (call $laneSum (local.get $c21)))
+        (local.set $op (i32.add (local.get $op) (i32.shl (local.get $outRow) (i32.const 2))))
+        (f32.store (local.get $op) (call $laneSum (local.get $c30)))
+        (f32.store offset=4 (local.get $op) (call $laneSum (local.get $c31)))
+        (local.set $j (i32.add (local.get $j) (i32.const 2)))
+        (br $jLoop)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $iLoop))))
+
+  ;; (v0 + v2) + (v1 + v3) of a vector's lanes.
+  (func $laneSum (param $v v128) (result f32)
+    (f32.add
+      (f32.add (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 2 (local.get $v)))
+      (f32.add (f32x4.extract_lane 1 (local.get $v)) (f32x4.extract_lane 3 (local.get $v)))))
+
+    ;; out [ci, co] += xᵀ·dy over $count rows of x (ci channels, rows $xRowBytes apart) and dy
   ;; [.., co] (ci % 4 = 0, co % 8 = 0). A block of 4 x-channels times 8 dy-channels stays in 8
   ;; registers while the rows stream by.
   (func $accumulateOuterProducts

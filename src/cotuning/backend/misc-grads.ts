@@ -68,14 +68,32 @@ export function maxPoolGradKernel(backendName: string): tf.KernelConfig {
   };
 }
 
-/** Rows of a up to which our kernel takes the product (measured faster at 32 rows, b 256x1000). */
+/** Rows of the product up to which our kernels take a·b or a·bᵀ (measured faster at 32 rows, b 256x1000). */
 const SMALL_MATMUL_ROWS = 64;
 
 /**
- * BatchMatMul a·b on WASM for a few rows of a (a batch of features times a head's weights)
- * through our matMulTransposedA kernel: XNNPACK repacks b on every call because the weights
- * change each step, which cost more than the product (0.87 vs 0.34 ms for 32x256 · 256x1000). Needs
- * rows in fours, columns in eights and no transposes; everything else goes to the stock kernel.
+ * Which of our kernels takes the 2-D product op(a)·op(b) of m×k by k×n, if any: a·b with few
+ * rows (the heads' forward), aᵀ·b (their weight gradient: the kernel reads a's rows as they
+ * are) and a·bᵀ with few rows (their input gradient dz·Wᵀ). Elsewhere XNNPACK does better.
+ */
+function ownMatMul(m: number, k: number, n: number, transposeA: boolean, transposeB: boolean): 'ab' | 'aTb' | 'abT' | undefined {
+  if (transposeA && transposeB) return undefined;
+  if (transposeA) return m % 4 === 0 && n % 8 === 0 ? 'aTb' : undefined;
+  if (m > SMALL_MATMUL_ROWS || m % 4 !== 0) return undefined;
+  if (transposeB) return n % 2 === 0 && k % 4 === 0 ? 'abT' : undefined;
+  return n % 8 === 0 ? 'ab' : undefined;
+}
+
+/** True when the active backend runs op(a)·op(b) through ownMatMul's kernels. */
+function ownMatMulActive(m: number, k: number, n: number, transposeA: boolean, transposeB: boolean): boolean {
+  return tf.getBackend() === 'wasm' && wasmKernels(tf.backend()) !== undefined && ownMatMul(m, k, n, transposeA, transposeB) !== undefined;
+}
+
+/**
+ * BatchMatMul on WASM through our kernels where ownMatMul takes the product: XNNPACK repacks b
+ * on every call because the weights change each step, which cost more than the product (0.87 vs
+ * 0.34 ms for 32x256 · 256x1000), and its transposed products are 10-20x slower. Everything
+ * else (batches of matrices, other dtypes, other shapes) goes to the stock kernel.
  */
 export function smallMatMulKernel(backendName: string): tf.KernelConfig {
   const stock = tf.getKernel('BatchMatMul', backendName);
@@ -84,33 +102,27 @@ export function smallMatMulKernel(backendName: string): tf.KernelConfig {
     backendName,
     kernelFunc: (args) => {
       const { a, b } = args.inputs as Record<string, TensorInfo>;
-      const { transposeA, transposeB } = args.attrs as { transposeA?: boolean; transposeB?: boolean };
+      const { transposeA = false, transposeB = false } = args.attrs as { transposeA?: boolean; transposeB?: boolean };
       const own = wasmKernels(args.backend as tf.KernelBackend);
       const batchOf = (t: TensorInfo) => t.shape.slice(0, -2).reduce((p, q) => p * q, 1);
-      const [m, k] = a.shape.slice(-2);
-      const [kb, n] = b.shape.slice(-2);
-      if (
-        !own ||
-        transposeA === true ||
-        transposeB === true ||
-        a.dtype !== 'float32' ||
-        b.dtype !== 'float32' ||
-        a.shape.length < 2 ||
-        b.shape.length < 2 ||
-        batchOf(a) !== 1 ||
-        batchOf(b) !== 1 ||
-        k !== kb ||
-        m > SMALL_MATMUL_ROWS ||
-        m % 4 !== 0 ||
-        n % 8 !== 0
-      ) {
+      if (!own || a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2 || batchOf(a) !== 1 || batchOf(b) !== 1) {
         return stock.kernelFunc(args);
       }
+      const [ar, ac] = a.shape.slice(-2);
+      const [br, bc] = b.shape.slice(-2);
+      const [m, k] = transposeA ? [ac, ar] : [ar, ac];
+      const [kb, n] = transposeB ? [bc, br] : [br, bc];
+      const how = k === kb ? ownMatMul(m, k, n, transposeA, transposeB) : undefined;
+      if (!how) return stock.kernelFunc(args);
       return withScope(args.backend as tf.KernelBackend, backendName, (s) => {
-        // a·b = (aᵀ)ᵀ·b: the kernel's rows are the k contracted ones.
-        const aT = s.transpose(s.reshape(a, [m, k]), [1, 0]);
-        const out = own.matMulTransposedA(aT, s.reshape(b, [k, n])) as TensorInfo;
-        return s.reshape(s.adopt(out), [...a.shape.slice(0, -2), m, n]);
+        const a2 = s.reshape(a, [ar, ac]);
+        const b2 = s.reshape(b, [br, bc]);
+        // matMulTransposedA(x, y) = xᵀ·y: for a·b, x = aᵀ (the small one).
+        const out =
+          how === 'abT'
+            ? own.matMulTransposedB(a2, b2)
+            : own.matMulTransposedA(how === 'aTb' ? a2 : s.transpose(a2, [1, 0]), b2);
+        return s.reshape(s.adopt(out as TensorInfo), [...a.shape.slice(0, -2), m, n]);
       });
     },
   };
@@ -178,13 +190,15 @@ export const fusedBatchNormGradConfig: tf.GradConfig = {
 };
 
 /**
- * matMul as XNNPACK likes it: no transposed operands (their WASM path is 10-20x slower), and
- * the smaller matrix on the right, since the right operand is repacked on every call.
+ * matMul as the backend runs it fastest: our kernels where they take the product (transposes
+ * included), else as XNNPACK likes it: no transposed operands (their WASM path is 10-20x
+ * slower), and the smaller matrix on the right, since the right operand is repacked on every call.
  * Returns a·b with `ta`/`tb` meaning "use the transpose of a / b".
  */
 function fastMatMul(a: tf.Tensor2D, b: tf.Tensor2D, ta: boolean, tb: boolean): tf.Tensor2D {
   const [m, k] = ta ? [a.shape[1], a.shape[0]] : a.shape;
   const n = tb ? b.shape[0] : b.shape[1];
+  if (ownMatMulActive(m, k, n, ta, tb)) return tf.matMul(a, b, ta, tb);
   // Direct: transpose what needs it, pack b (k·n). Swapped: (bᵀ·aᵀ)ᵀ packs aᵀ (m·k).
   const transposes = (ta ? m * k : 0) + (tb ? k * n : 0);
   const direct = transposes + k * n;

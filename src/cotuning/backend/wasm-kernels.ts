@@ -49,6 +49,7 @@ interface KernelExports {
   depthwiseFilterGrad(x: number, dy: number, out: number, ...geometry: Geometry): void;
   depthwiseInputGrad(dy: number, w: number, dx: number, ...geometry: Geometry): void;
   matMulTransposedA(x: number, dy: number, out: number, m: number, ci: number, co: number, rows: number, xRow: number): void;
+  matMulTransposedB(a: number, b: number, out: number, m: number, n: number, k: number, outRow: number): void;
   convFilterGrad(x: number, dy: number, out: number, patches: number, acc: number, ...geometryAndBlocks: [...Geometry, number, number, number]): void;
   maxPoolGrad(x: number, dy: number, dx: number, ...geometry: Geometry): void;
   relu6Grad(dy: number, x: number, out: number, count: number): void;
@@ -71,6 +72,8 @@ export interface WasmKernels {
    * stride-1 convolution), when ci is a multiple of 4 and co of 8; undefined otherwise.
    */
   matMulTransposedA(x: TensorInfo, dy: TensorInfo): TensorInfo | undefined;
+  /** a·bᵀ [m, n] of a [m, k] and b [n, k], when m is a multiple of 4, n of 2 and k of 4; undefined otherwise. */
+  matMulTransposedB(a: TensorInfo, b: TensorInfo): TensorInfo | undefined;
   /** dW [kh, kw, ci, co] of any NHWC convolution when co is a multiple of 8; undefined otherwise. */
   convFilterGrad(x: TensorInfo, dy: TensorInfo, c: tf.backend_util.Conv2DInfo): TensorInfo | undefined;
   /** dx of a max pool: each dy value goes to its window's first maximum in x. */
@@ -323,6 +326,19 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       runSum('matMulTransposedA', byRows, [offset(out)], ci * co, 0, ([start, count], [chunkOut]) => [
         offset(x) + start * ci * 4, offset(dy) + start * co * 4, chunkOut, count, ci, co, rows, ci,
       ]);
+      return out;
+    },
+    matMulTransposedB(a, b) {
+      const [m, k] = a.shape;
+      const [n, kb] = b.shape;
+      if (a.shape.length !== 2 || b.shape.length !== 2 || k !== kb || m % 4 !== 0 || n % 2 !== 0 || k % 4 !== 0) return undefined;
+      if (a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+      const out = internals.makeOutput([m, n], 'float32');
+      // Chunks of b's rows, each writing its own columns of out.
+      const chunks = chunkRanges(n, (m * n * k) / MACS_PER_FLOAT, 2).map(([start, count]) => [
+        offset(a), offset(b) + start * k * 4, offset(out) + start * 4, m, count, k, n,
+      ]);
+      run('matMulTransposedB', chunks);
       return out;
     },
     convFilterGrad(x, dy, c) {
