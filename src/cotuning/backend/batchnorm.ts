@@ -106,10 +106,11 @@ function bnTrainGradKernel(backendName: string): tf.KernelConfig {
       const y = inputs.y as TensorInfo | undefined;
       const eps = attrs?.epsilon as number;
       const be = backend as tf.KernelBackend;
+      // Our kernels take the mask in their two passes; elsewhere it is a pass of its own.
+      if (wasmKernels(be)) return bnGrad(be, backendName, given, x, mean, variance, gamma, eps, y);
       const masked = y ? withScope(be, backendName, (s) => s.run(RELU6_MASK_GRAD_KERNEL, { dy: given, x: y })) : undefined;
-      const dy = masked ?? given;
       try {
-        return bnGrad(be, backendName, dy, x, mean, variance, gamma, eps);
+        return bnGrad(be, backendName, masked ?? given, x, mean, variance, gamma, eps);
       } finally {
         if (masked) be.disposeData(masked.dataId);
       }
@@ -117,7 +118,10 @@ function bnTrainGradKernel(backendName: string): tf.KernelConfig {
   };
 }
 
-/** The batch-norm input, scale and offset gradients of dy (see bnTrainGradKernel). */
+/**
+ * The batch-norm input, scale and offset gradients of dy (see bnTrainGradKernel); with `y`
+ * (our WASM kernels only), of dy masked where 0 < y < 6.
+ */
 function bnGrad(
   be: tf.KernelBackend,
   backendName: string,
@@ -127,12 +131,13 @@ function bnGrad(
   variance: TensorInfo,
   gamma: TensorInfo,
   eps: number,
+  y?: TensorInfo,
 ): TensorInfo[] {
   const count = x.shape[0] * x.shape[1] * x.shape[2];
   const own = wasmKernels(be);
   if (own) {
     // Σ dy and Σ dy·(x − mean) in one pass, then dx = dy·a + x·b + c in another (see below).
-    const [dbeta, sumDyXc] = own.channelGradSums(dy, x, mean);
+    const [dbeta, sumDyXc] = own.channelGradSums(dy, x, mean, y);
     const [dgamma, a, b, c] = own.perChannel([gamma, mean, variance, dbeta, sumDyXc], 4, ([g, m, v, db, sdx], [odg, oa, ob, oc]) => {
       for (let i = 0; i < g.length; i++) {
         const rstd = 1 / Math.sqrt(v[i] + eps);
@@ -142,7 +147,7 @@ function bnGrad(
         oc[i] = (-oa[i] * db[i]) / count - m[i] * ob[i];
       }
     });
-    const dx = own.channelAffine2(dy, a, x, b, c);
+    const dx = own.channelAffine2(dy, a, x, b, c, y);
     for (const t of [sumDyXc, a, b, c]) be.disposeData(t.dataId);
     return [dx, dgamma, dbeta];
   }

@@ -741,14 +741,16 @@
   ;;   mode 0: out1 = Σ u                        (batch mean, with scale 1/M)
   ;;   mode 1: out1 = Σ (u − m)²                  (biased batch variance, with scale 1/M)
   ;;   mode 2: out1 = Σ u,  out2 = Σ u·(x − m)     (dβ and dγ·σ of batch norm)
-  ;; One read of the inputs and no full-size intermediate. Pixels are summed in blocks of
+  ;; With $y (not 0), u is taken as 0 wherever y is not inside (0, 6): the ReLU6 mask of a batch
+  ;; norm that clamped its output y. One read of the inputs and no full-size intermediate. Pixels are summed in blocks of
   ;; $block into $acc (2·C floats of scratch) before joining the totals, which keeps float32
   ;; rounding error near that of a pairwise sum.
   (func (export "channelSums")
     (param $mode i32) (param $u i32) (param $x i32) (param $m i32) (param $pixels i32) (param $c i32)
-    (param $out1 i32) (param $out2 i32) (param $acc i32) (param $block i32) (param $scale f32)
+    (param $out1 i32) (param $out2 i32) (param $acc i32) (param $block i32) (param $scale f32) (param $y i32)
     (local $cBytes i32) (local $vecBytes i32) (local $acc2 i32) (local $p0 i32) (local $pEnd i32)
     (local $p i32) (local $i i32) (local $base i32) (local $uv v128) (local $d v128) (local $us f32) (local $ds f32)
+    (local $yv v128) (local $ys f32)
     (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
     (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
     (local.set $acc2 (i32.add (local.get $acc) (local.get $cBytes)))
@@ -767,6 +769,10 @@
         (block $vDone (loop $vLoop
           (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
           (local.set $uv (v128.load (i32.add (local.get $u) (i32.add (local.get $base) (local.get $i)))))
+          (if (local.get $y) (then
+            (local.set $yv (v128.load (i32.add (local.get $y) (i32.add (local.get $base) (local.get $i)))))
+            (local.set $uv (v128.and (local.get $uv)
+              (v128.and (f32x4.gt (local.get $yv) (v128.const f32x4 0 0 0 0)) (f32x4.lt (local.get $yv) (v128.const f32x4 6 6 6 6)))))))
           (if (i32.eq (local.get $mode) (i32.const 1))
             (then
               (local.set $d (f32x4.sub (local.get $uv) (v128.load (i32.add (local.get $m) (local.get $i)))))
@@ -785,6 +791,10 @@
         (block $sDone (loop $sLoop
           (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
           (local.set $us (f32.load (i32.add (local.get $u) (i32.add (local.get $base) (local.get $i)))))
+          (if (local.get $y) (then
+            (local.set $ys (f32.load (i32.add (local.get $y) (i32.add (local.get $base) (local.get $i)))))
+            (local.set $us (select (local.get $us) (f32.const 0)
+              (i32.and (f32.gt (local.get $ys) (f32.const 0)) (f32.lt (local.get $ys) (f32.const 6)))))))
           (if (i32.eq (local.get $mode) (i32.const 1))
             (then
               (local.set $ds (f32.sub (local.get $us) (f32.load (i32.add (local.get $m) (local.get $i)))))
@@ -826,10 +836,12 @@
 
   ;; Per-channel fused multiply-add over pixels of C channels (a, b, cc are [C] vectors):
   ;;   out = u*a + x*b + cc   (the batch-norm input gradient in one pass instead of three)
+  ;; with u taken as 0 wherever y is not inside (0, 6) when $y is not 0 (as in channelSums).
   (func (export "channelAffine2")
     (param $u i32) (param $x i32) (param $out i32) (param $pixels i32) (param $c i32)
-    (param $a i32) (param $b i32) (param $cc i32)
+    (param $a i32) (param $b i32) (param $cc i32) (param $y i32)
     (local $cBytes i32) (local $vecBytes i32) (local $p i32) (local $i i32) (local $off i32)
+    (local $uv v128) (local $yv v128) (local $us f32) (local $ys f32)
     (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
     (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
     (block $pDone (loop $pLoop
@@ -838,10 +850,15 @@
       (block $vDone (loop $vLoop
         (br_if $vDone (i32.ge_u (local.get $i) (local.get $vecBytes)))
         (local.set $off (i32.add (local.get $i) (i32.mul (local.get $p) (local.get $cBytes))))
+        (local.set $uv (v128.load (i32.add (local.get $u) (local.get $off))))
+        (if (local.get $y) (then
+          (local.set $yv (v128.load (i32.add (local.get $y) (local.get $off))))
+          (local.set $uv (v128.and (local.get $uv)
+            (v128.and (f32x4.gt (local.get $yv) (v128.const f32x4 0 0 0 0)) (f32x4.lt (local.get $yv) (v128.const f32x4 6 6 6 6)))))))
         (v128.store (i32.add (local.get $out) (local.get $off))
           (f32x4.add
             (f32x4.add
-              (f32x4.mul (v128.load (i32.add (local.get $u) (local.get $off))) (v128.load (i32.add (local.get $a) (local.get $i))))
+              (f32x4.mul (local.get $uv) (v128.load (i32.add (local.get $a) (local.get $i))))
               (f32x4.mul (v128.load (i32.add (local.get $x) (local.get $off))) (v128.load (i32.add (local.get $b) (local.get $i)))))
             (v128.load (i32.add (local.get $cc) (local.get $i)))))
         (local.set $i (i32.add (local.get $i) (i32.const 16)))
@@ -849,10 +866,15 @@
       (block $sDone (loop $sLoop
         (br_if $sDone (i32.ge_u (local.get $i) (local.get $cBytes)))
         (local.set $off (i32.add (local.get $i) (i32.mul (local.get $p) (local.get $cBytes))))
+        (local.set $us (f32.load (i32.add (local.get $u) (local.get $off))))
+        (if (local.get $y) (then
+          (local.set $ys (f32.load (i32.add (local.get $y) (local.get $off))))
+          (local.set $us (select (local.get $us) (f32.const 0)
+            (i32.and (f32.gt (local.get $ys) (f32.const 0)) (f32.lt (local.get $ys) (f32.const 6)))))))
         (f32.store (i32.add (local.get $out) (local.get $off))
           (f32.add
             (f32.add
-              (f32.mul (f32.load (i32.add (local.get $u) (local.get $off))) (f32.load (i32.add (local.get $a) (local.get $i))))
+              (f32.mul (local.get $us) (f32.load (i32.add (local.get $a) (local.get $i))))
               (f32.mul (f32.load (i32.add (local.get $x) (local.get $off))) (f32.load (i32.add (local.get $b) (local.get $i)))))
             (f32.load (i32.add (local.get $cc) (local.get $i)))))
         (local.set $i (i32.add (local.get $i) (i32.const 4)))

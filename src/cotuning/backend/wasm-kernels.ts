@@ -54,10 +54,10 @@ interface KernelExports {
   maxPoolGrad(x: number, dy: number, dx: number, ...geometry: Geometry): void;
   relu6Grad(dy: number, x: number, out: number, count: number): void;
   nesterovUpdate(theta: number, v: number, grad: number, outTheta: number, outV: number, count: number, lr: number, mu: number, wd: number, first: number): void;
-  channelAffine2(u: number, x: number, out: number, pixels: number, c: number, a: number, b: number, cc: number): void;
+  channelAffine2(u: number, x: number, out: number, pixels: number, c: number, a: number, b: number, cc: number, y: number): void;
   channelSums(
     mode: number, u: number, x: number, m: number, pixels: number, c: number,
-    out1: number, out2: number, acc: number, block: number, scale: number,
+    out1: number, out2: number, acc: number, block: number, scale: number, y: number,
   ): void;
   addInto(dst: number, src: number, count: number): void;
 }
@@ -82,12 +82,12 @@ export interface WasmKernels {
   relu6Grad(dy: TensorInfo, x: TensorInfo): TensorInfo;
   /** One Nesterov-SGD step: [θ', v'] from θ, v (null on the first step) and the gradient. */
   nesterovUpdate(theta: TensorInfo, v: TensorInfo | null, grad: TensorInfo, lr: number, mu: number, wd: number): [TensorInfo, TensorInfo];
-  /** u·a + x·b + c per channel (last axis); a, b, c are [C]. */
-  channelAffine2(u: TensorInfo, a: TensorInfo, x: TensorInfo, b: TensorInfo, c: TensorInfo): TensorInfo;
+  /** u·a + x·b + c per channel (last axis); a, b, c are [C]. With y, u counts only where 0 < y < 6 (ReLU6 mask). */
+  channelAffine2(u: TensorInfo, a: TensorInfo, x: TensorInfo, b: TensorInfo, c: TensorInfo, y?: TensorInfo): TensorInfo;
   /** Per-channel mean and biased variance over every axis but the last: two [C] tensors. */
   channelMoments(x: TensorInfo): [TensorInfo, TensorInfo];
-  /** Per-channel Σ dy and Σ dy·(x − mean) over every axis but the last: two [C] tensors. */
-  channelGradSums(dy: TensorInfo, x: TensorInfo, mean: TensorInfo): [TensorInfo, TensorInfo];
+  /** Per-channel Σ dy and Σ dy·(x − mean) over every axis but the last: two [C] tensors. With y, dy counts only where 0 < y < 6. */
+  channelGradSums(dy: TensorInfo, x: TensorInfo, mean: TensorInfo, y?: TensorInfo): [TensorInfo, TensorInfo];
   /**
    * Arithmetic on [C] vectors in JS, straight on the backend's memory: `count` new [C] tensors
    * filled by `body` from the inputs. A few hundred tiny kernels per step otherwise (each a
@@ -387,12 +387,13 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       ]));
       return [outTheta, outV];
     },
-    channelAffine2(u, a, x, b, c) {
+    channelAffine2(u, a, x, b, c, y) {
       const out = internals.makeOutput([...x.shape], 'float32');
-      const ch = channels(x, [u, a, b, c]);
+      const ch = channels(x, [u, a, b, c, ...(y ? [y] : [])]);
       const pixels = sizeOf(x) / ch;
-      run('channelAffine2', chunkRanges(pixels, 3 * pixels * ch).map(([start, count]) => [
+      run('channelAffine2', chunkRanges(pixels, (y ? 4 : 3) * pixels * ch).map(([start, count]) => [
         offset(u) + start * ch * 4, offset(x) + start * ch * 4, offset(out) + start * ch * 4, count, ch, offset(a), offset(b), offset(c),
+        y ? offset(y) + start * ch * 4 : 0,
       ]));
       return out;
     },
@@ -404,18 +405,19 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const ranges = chunkRanges(pixels, pixels * c, SUM_BLOCK, c);
       for (const [mode, total, m] of [[0, mean, 0], [1, variance, offset(mean)]] as const) {
         runSum('channelSums', ranges, [offset(total)], c, 2 * c, ([start, count], [chunkOut], acc) => [
-          mode, offset(x) + start * c * 4, 0, m, count, c, chunkOut, 0, acc, SUM_BLOCK, 1 / pixels,
+          mode, offset(x) + start * c * 4, 0, m, count, c, chunkOut, 0, acc, SUM_BLOCK, 1 / pixels, 0,
         ]);
       }
       return [mean, variance];
     },
-    channelGradSums(dy, x, mean) {
-      const c = channels(x, [dy, mean]);
+    channelGradSums(dy, x, mean, y) {
+      const c = channels(x, [dy, mean, ...(y ? [y] : [])]);
       const pixels = sizeOf(x) / c;
       const [sumDy, sumDyXc] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
-      const ranges = chunkRanges(pixels, 2 * pixels * c, SUM_BLOCK, 2 * c);
+      const ranges = chunkRanges(pixels, (y ? 3 : 2) * pixels * c, SUM_BLOCK, 2 * c);
       runSum('channelSums', ranges, [offset(sumDy), offset(sumDyXc)], c, 2 * c, ([start, count], [out1, out2], acc) => [
         2, offset(dy) + start * c * 4, offset(x) + start * c * 4, offset(mean), count, c, out1, out2, acc, SUM_BLOCK, 1,
+        y ? offset(y) + start * c * 4 : 0,
       ]);
       return [sumDy, sumDyXc];
     },
