@@ -738,24 +738,26 @@
       (br $sLoop))))
 
   ;; Per-channel sums over the pixels of C-channel tensors, scaled by $scale at the end:
-  ;;   mode 0: out1 = Σ u                        (batch mean, with scale 1/M)
-  ;;   mode 1: out1 = Σ (u − m)²                  (biased batch variance, with scale 1/M)
-  ;;   mode 2: out1 = Σ u,  out2 = Σ u·(x − m)     (dβ and dγ·σ of batch norm)
+  ;;   mode 0: out1 = Σ u                          (batch mean, with scale 1/M)
+  ;;   mode 1: out1 = Σ (u − m)²                    (biased batch variance, with scale 1/M)
+  ;;   mode 2: out1 = Σ u,  out2 = Σ u·(x − m)       (dβ and dγ·σ of batch norm)
+  ;;   mode 3: out1 = Σ (u − m),  out2 = Σ (u − m)²  (mean and variance in one pass, m a shift)
   ;; With $y (not 0), u is taken as 0 wherever y is not inside (0, 6): the ReLU6 mask of a batch
-  ;; norm that clamped its output y. One read of the inputs and no full-size intermediate. Pixels are summed in blocks of
-  ;; $block into $acc (2·C floats of scratch) before joining the totals, which keeps float32
-  ;; rounding error near that of a pairwise sum.
+  ;; norm that clamped its output y. One read of the inputs and no full-size intermediate.
+  ;; Pixels are summed in blocks of $block into $acc (2·C floats of scratch) before joining the
+  ;; totals, which keeps float32 rounding error near that of a pairwise sum.
   (func (export "channelSums")
     (param $mode i32) (param $u i32) (param $x i32) (param $m i32) (param $pixels i32) (param $c i32)
     (param $out1 i32) (param $out2 i32) (param $acc i32) (param $block i32) (param $scale f32) (param $y i32)
     (local $cBytes i32) (local $vecBytes i32) (local $acc2 i32) (local $p0 i32) (local $pEnd i32)
     (local $p i32) (local $i i32) (local $base i32) (local $uv v128) (local $d v128) (local $us f32) (local $ds f32)
-    (local $yv v128) (local $ys f32)
+    (local $yv v128) (local $ys f32) (local $two i32)
     (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
     (local.set $vecBytes (i32.and (local.get $cBytes) (i32.const -16)))
     (local.set $acc2 (i32.add (local.get $acc) (local.get $cBytes)))
+    (local.set $two (i32.ge_u (local.get $mode) (i32.const 2)))
     (memory.fill (local.get $out1) (i32.const 0) (local.get $cBytes))
-    (if (i32.eq (local.get $mode) (i32.const 2)) (then (memory.fill (local.get $out2) (i32.const 0) (local.get $cBytes))))
+    (if (local.get $two) (then (memory.fill (local.get $out2) (i32.const 0) (local.get $cBytes))))
     (block $blocksDone (loop $blocks
       (br_if $blocksDone (i32.ge_u (local.get $p0) (local.get $pixels)))
       (local.set $pEnd (select (local.get $pixels) (i32.add (local.get $p0) (local.get $block))
@@ -773,19 +775,26 @@
             (local.set $yv (v128.load (i32.add (local.get $y) (i32.add (local.get $base) (local.get $i)))))
             (local.set $uv (v128.and (local.get $uv)
               (v128.and (f32x4.gt (local.get $yv) (v128.const f32x4 0 0 0 0)) (f32x4.lt (local.get $yv) (v128.const f32x4 6 6 6 6)))))))
-          (if (i32.eq (local.get $mode) (i32.const 1))
-            (then
+          (block $vDoneOne
+            (if (i32.eq (local.get $mode) (i32.const 3)) (then
               (local.set $d (f32x4.sub (local.get $uv) (v128.load (i32.add (local.get $m) (local.get $i)))))
               (v128.store (i32.add (local.get $acc) (local.get $i))
-                (f32x4.add (v128.load (i32.add (local.get $acc) (local.get $i))) (f32x4.mul (local.get $d) (local.get $d)))))
-            (else
+                (f32x4.add (v128.load (i32.add (local.get $acc) (local.get $i))) (local.get $d)))
+              (v128.store (i32.add (local.get $acc2) (local.get $i))
+                (f32x4.add (v128.load (i32.add (local.get $acc2) (local.get $i))) (f32x4.mul (local.get $d) (local.get $d))))
+              (br $vDoneOne)))
+            (if (i32.eq (local.get $mode) (i32.const 1)) (then
+              (local.set $d (f32x4.sub (local.get $uv) (v128.load (i32.add (local.get $m) (local.get $i)))))
               (v128.store (i32.add (local.get $acc) (local.get $i))
-                (f32x4.add (v128.load (i32.add (local.get $acc) (local.get $i))) (local.get $uv)))
-              (if (i32.eq (local.get $mode) (i32.const 2)) (then
-                (local.set $d (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $i))))
-                  (v128.load (i32.add (local.get $m) (local.get $i)))))
-                (v128.store (i32.add (local.get $acc2) (local.get $i))
-                  (f32x4.add (v128.load (i32.add (local.get $acc2) (local.get $i))) (f32x4.mul (local.get $uv) (local.get $d))))))))
+                (f32x4.add (v128.load (i32.add (local.get $acc) (local.get $i))) (f32x4.mul (local.get $d) (local.get $d))))
+              (br $vDoneOne)))
+            (v128.store (i32.add (local.get $acc) (local.get $i))
+              (f32x4.add (v128.load (i32.add (local.get $acc) (local.get $i))) (local.get $uv)))
+            (if (i32.eq (local.get $mode) (i32.const 2)) (then
+              (local.set $d (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $i))))
+                (v128.load (i32.add (local.get $m) (local.get $i)))))
+              (v128.store (i32.add (local.get $acc2) (local.get $i))
+                (f32x4.add (v128.load (i32.add (local.get $acc2) (local.get $i))) (f32x4.mul (local.get $uv) (local.get $d)))))))
           (local.set $i (i32.add (local.get $i) (i32.const 16)))
           (br $vLoop)))
         (block $sDone (loop $sLoop
@@ -795,19 +804,26 @@
             (local.set $ys (f32.load (i32.add (local.get $y) (i32.add (local.get $base) (local.get $i)))))
             (local.set $us (select (local.get $us) (f32.const 0)
               (i32.and (f32.gt (local.get $ys) (f32.const 0)) (f32.lt (local.get $ys) (f32.const 6)))))))
-          (if (i32.eq (local.get $mode) (i32.const 1))
-            (then
+          (block $sDoneOne
+            (if (i32.eq (local.get $mode) (i32.const 3)) (then
               (local.set $ds (f32.sub (local.get $us) (f32.load (i32.add (local.get $m) (local.get $i)))))
               (f32.store (i32.add (local.get $acc) (local.get $i))
-                (f32.add (f32.load (i32.add (local.get $acc) (local.get $i))) (f32.mul (local.get $ds) (local.get $ds)))))
-            (else
+                (f32.add (f32.load (i32.add (local.get $acc) (local.get $i))) (local.get $ds)))
+              (f32.store (i32.add (local.get $acc2) (local.get $i))
+                (f32.add (f32.load (i32.add (local.get $acc2) (local.get $i))) (f32.mul (local.get $ds) (local.get $ds))))
+              (br $sDoneOne)))
+            (if (i32.eq (local.get $mode) (i32.const 1)) (then
+              (local.set $ds (f32.sub (local.get $us) (f32.load (i32.add (local.get $m) (local.get $i)))))
               (f32.store (i32.add (local.get $acc) (local.get $i))
-                (f32.add (f32.load (i32.add (local.get $acc) (local.get $i))) (local.get $us)))
-              (if (i32.eq (local.get $mode) (i32.const 2)) (then
-                (local.set $ds (f32.sub (f32.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $i))))
-                  (f32.load (i32.add (local.get $m) (local.get $i)))))
-                (f32.store (i32.add (local.get $acc2) (local.get $i))
-                  (f32.add (f32.load (i32.add (local.get $acc2) (local.get $i))) (f32.mul (local.get $us) (local.get $ds))))))))
+                (f32.add (f32.load (i32.add (local.get $acc) (local.get $i))) (f32.mul (local.get $ds) (local.get $ds))))
+              (br $sDoneOne)))
+            (f32.store (i32.add (local.get $acc) (local.get $i))
+              (f32.add (f32.load (i32.add (local.get $acc) (local.get $i))) (local.get $us)))
+            (if (i32.eq (local.get $mode) (i32.const 2)) (then
+              (local.set $ds (f32.sub (f32.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $i))))
+                (f32.load (i32.add (local.get $m) (local.get $i)))))
+              (f32.store (i32.add (local.get $acc2) (local.get $i))
+                (f32.add (f32.load (i32.add (local.get $acc2) (local.get $i))) (f32.mul (local.get $us) (local.get $ds)))))))
           (local.set $i (i32.add (local.get $i) (i32.const 4)))
           (br $sLoop)))
         (local.set $p (i32.add (local.get $p) (i32.const 1)))
@@ -818,7 +834,7 @@
         (br_if $jDone (i32.ge_u (local.get $i) (local.get $cBytes)))
         (f32.store (i32.add (local.get $out1) (local.get $i))
           (f32.add (f32.load (i32.add (local.get $out1) (local.get $i))) (f32.load (i32.add (local.get $acc) (local.get $i)))))
-        (if (i32.eq (local.get $mode) (i32.const 2)) (then
+        (if (local.get $two) (then
           (f32.store (i32.add (local.get $out2) (local.get $i))
             (f32.add (f32.load (i32.add (local.get $out2) (local.get $i))) (f32.load (i32.add (local.get $acc2) (local.get $i)))))))
         (local.set $i (i32.add (local.get $i) (i32.const 4)))
@@ -829,7 +845,7 @@
     (block $kDone (loop $kLoop
       (br_if $kDone (i32.ge_u (local.get $i) (local.get $cBytes)))
       (f32.store (i32.add (local.get $out1) (local.get $i)) (f32.mul (f32.load (i32.add (local.get $out1) (local.get $i))) (local.get $scale)))
-      (if (i32.eq (local.get $mode) (i32.const 2)) (then
+      (if (local.get $two) (then
         (f32.store (i32.add (local.get $out2) (local.get $i)) (f32.mul (f32.load (i32.add (local.get $out2) (local.get $i))) (local.get $scale)))))
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
       (br $kLoop))))

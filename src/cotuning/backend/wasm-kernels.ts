@@ -400,14 +400,23 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     channelMoments(x) {
       const c = channels(x, []);
       const pixels = sizeOf(x) / c;
-      const [mean, variance] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
-      // Whole SUM_BLOCKs per chunk, so a chunk's sums round as they would uncut.
-      const ranges = chunkRanges(pixels, pixels * c, SUM_BLOCK, c);
-      for (const [mode, total, m] of [[0, mean, 0], [1, variance, offset(mean)]] as const) {
-        runSum('channelSums', ranges, [offset(total)], c, 2 * c, ([start, count], [chunkOut], acc) => [
-          mode, offset(x) + start * c * 4, 0, m, count, c, chunkOut, 0, acc, SUM_BLOCK, 1 / pixels, 0,
-        ]);
+      const [mean, variance, shift] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
+      // One pass over x: the sums of x − K and (x − K)² with K the first pixel, a value from the
+      // data itself, so the shifted sums lose little to cancellation. Then mean = K + Σ(x − K)/M
+      // and variance = Σ(x − K)²/M − (Σ(x − K)/M)². Whole SUM_BLOCKs per chunk, so a chunk's sums
+      // round as they would uncut.
+      view(shift).set(view(x).subarray(0, c));
+      const ranges = chunkRanges(pixels, pixels * c, SUM_BLOCK, 2 * c);
+      runSum('channelSums', ranges, [offset(mean), offset(variance)], c, 2 * c, ([start, count], [out1, out2], acc) => [
+        3, offset(x) + start * c * 4, 0, offset(shift), count, c, out1, out2, acc, SUM_BLOCK, 1 / pixels, 0,
+      ]);
+      const [k, m, v] = [view(shift), view(mean), view(variance)];
+      for (let i = 0; i < c; i++) {
+        const d = m[i];
+        m[i] = k[i] + d;
+        v[i] = Math.max(0, v[i] - d * d);
       }
+      internals.disposeData(shift.dataId);
       return [mean, variance];
     },
     channelGradSums(dy, x, mean, y) {
