@@ -354,6 +354,15 @@ for (const [m, k, n] of [
     }
   }
 }
+// Sums over every axis but the last (a bias's gradient): our channel sums on WASM, any axis order.
+cases.push({
+  name: 'sum over leading axes',
+  run: () =>
+    tf.tidy(() => {
+      const [a, b] = [rand([37, 1000], 980), rand([2, 3, 300, 6], 981)];
+      return [tf.sum(a, 0), tf.sum(a, [0], true), tf.sum(b, [2, 0, 1]), tf.sum(b, [-2, -3, -4], true), tf.sum(b, [0, 1])].flatMap((t) => [t.dataSync() as Float32Array, Float32Array.from(t.shape)]);
+    }),
+});
 cases.push({
   name: 'tf.relu6 gradient',
   run: () =>

@@ -15,6 +15,7 @@ import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { selectBackend } from '../../src/cotuning/backend/select.js';
 import { wasmKernels, type WasmKernels } from '../../src/cotuning/backend/wasm-kernels.js';
 import { POOL_NICE } from '../../src/cotuning/backend/wasm-threads.js';
+import { softCrossEntropy } from '../../src/cotuning/loss.js';
 import { NesterovSgd } from '../../src/cotuning/optimizer.js';
 import { rand, relError } from '../helpers/tensors.js';
 
@@ -47,6 +48,9 @@ const cases: Record<string, () => Float32Array[]> = {
   },
   'matMul 256x128x192': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([256, 128], 5), rand([128, 192], 6)])),
   // A head's shapes: its input gradient dz·Wᵀ and weight gradient fᵀ·dz go to our kernels untransposed.
+  // A head's loss and bias: the soft cross-entropy in one kernel (its rows in JS), the bias gradient a sum over rows.
+  'soft cross-entropy, 32x1000 with bias': () =>
+    tf.tidy(() => grads((z, bias) => tf.mul(softCrossEntropy(tf.add(z, bias) as tf.Tensor2D, tf.softmax(rand([32, 1000], 25)) as tf.Tensor2D), 1), [tf.mul(rand([32, 1000], 26), 4), rand([1000], 27)])),
   'matMul 32x256x1000 (a head)': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([32, 256], 23), rand([256, 1000], 24)])),
   'batchnorm layer training': () =>
     tf.tidy(() => {

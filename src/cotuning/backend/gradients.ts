@@ -9,6 +9,7 @@ import { loadWasmKernels, wasmKernels } from './wasm-kernels.js';
 import {
   fusedBatchNormGradConfig,
   identityKernel,
+  leadingSumKernel,
   matMulGradConfig,
   maxPoolGradKernel,
   relu6GradConfig,
@@ -74,6 +75,7 @@ async function register(backend: string): Promise<void> {
     if (instance && wasmKernels(instance)) {
       replaceKernel(nesterovUpdateKernel(backend));
       replaceKernel(smallMatMulKernel(backend));
+      replaceKernel(leadingSumKernel(backend));
     }
   }
   registered.add(backend);

@@ -43,6 +43,30 @@ export function sameDtypeCastKernel(backendName: string): tf.KernelConfig {
 }
 
 /**
+ * Sum over every axis but the last on WASM through our channel sums: the gradient of a bias
+ * added to a batch of rows, e.g. a head's. The stock kernel transposes the whole tensor first.
+ */
+export function leadingSumKernel(backendName: string): tf.KernelConfig {
+  const stock = tf.getKernel('Sum', backendName);
+  return {
+    kernelName: 'Sum',
+    backendName,
+    kernelFunc: (args) => {
+      const x = (args.inputs as Record<string, TensorInfo>).x;
+      const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
+      const own = wasmKernels(args.backend as tf.KernelBackend);
+      const rank = x.shape.length;
+      const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
+      const leading = rank >= 2 && axes.length === rank - 1 && axes.every((a, i) => a === i);
+      if (!own || !leading || x.dtype !== 'float32' || tf.util.sizeFromShape(x.shape) === 0) return stock.kernelFunc(args);
+      const total = own.channelTotals(x);
+      if (!keepDims) return total;
+      return withScope(args.backend as tf.KernelBackend, backendName, (s) => s.reshape(s.adopt(total), [...axes.map(() => 1), x.shape[rank - 1]]));
+    },
+  };
+}
+
+/**
  * MaxPoolGrad on WASM through our own kernel: the stock WASM kernel drops gradients when the
  * batch holds more than one image (checked against the CPU backend in the gradient tests).
  * Falls back to the stock kernel where our kernels did not load.

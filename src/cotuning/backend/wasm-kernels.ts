@@ -84,6 +84,8 @@ export interface WasmKernels {
   nesterovUpdate(theta: TensorInfo, v: TensorInfo | null, grad: TensorInfo, lr: number, mu: number, wd: number): [TensorInfo, TensorInfo];
   /** u·a + x·b + c per channel (last axis); a, b, c are [C]. With y, u counts only where 0 < y < 6 (ReLU6 mask). */
   channelAffine2(u: TensorInfo, a: TensorInfo, x: TensorInfo, b: TensorInfo, c: TensorInfo, y?: TensorInfo): TensorInfo;
+  /** Per-channel sum over every axis but the last: a [C] tensor. */
+  channelTotals(x: TensorInfo): TensorInfo;
   /** Per-channel mean and biased variance over every axis but the last: two [C] tensors. */
   channelMoments(x: TensorInfo): [TensorInfo, TensorInfo];
   /** Per-channel Σ dy and Σ dy·(x − mean) over every axis but the last: two [C] tensors. With y, dy counts only where 0 < y < 6. */
@@ -94,6 +96,8 @@ export interface WasmKernels {
    * dispatch, and with WASM threads a wake-up of the thread pool).
    */
   perChannel(inputs: TensorInfo[], count: number, body: (ins: Float32Array[], outs: Float32Array[]) => void): TensorInfo[];
+  /** As perChannel, for small float32 tensors of any shape: new tensors of `shapes` filled by `body`. */
+  inJs(inputs: TensorInfo[], shapes: number[][], body: (ins: Float32Array[], outs: Float32Array[]) => void): TensorInfo[];
   /** Threads our kernels run on (1, or as many as XNNPACK's), and how they have been used: calls in chunks per kernel (and way of cutting). */
   threadUse(): { threads: number; chunkedCalls: Record<string, number>; helperChunks: number };
 }
@@ -274,6 +278,14 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
     return part;
   };
 
+  const inJs: WasmKernels['inJs'] = (inputs, shapes, body) => {
+    for (const t of inputs) if (t.dtype !== 'float32') throw new Error(`wasm kernels: a ${t.dtype} tensor is not float32`);
+    // Every output first: an allocation may grow the heap, which invalidates views.
+    const outs = shapes.map((shape) => internals.makeOutput(shape, 'float32'));
+    body(inputs.map(view), outs.map(view));
+    return outs;
+  };
+
   loaded.set(backend, {
     threadUse: () => ({ threads: threads?.threads ?? 1, chunkedCalls: { ...chunkedCalls }, helperChunks: threads?.helperChunks() ?? 0 }),
     perChannel(inputs, count, body) {
@@ -281,10 +293,9 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       for (const t of inputs) {
         if (t.shape.length !== 1 || t.shape[0] !== c || t.dtype !== 'float32') throw new Error(`wasm kernels: [${t.shape}] is not a [${c}] vector`);
       }
-      const outs = Array.from({ length: count }, () => internals.makeOutput([c], 'float32'));
-      body(inputs.map(view), outs.map(view));
-      return outs;
+      return inJs(inputs, Array.from({ length: count }, () => [c]), body);
     },
+    inJs,
     depthwiseFilterGrad(x, dy, c) {
       const out = internals.makeOutput([c.filterHeight, c.filterWidth, c.inChannels, 1], 'float32');
       const g = geometry(c);
@@ -396,6 +407,15 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
         y ? offset(y) + start * ch * 4 : 0,
       ]));
       return out;
+    },
+    channelTotals(x) {
+      const c = channels(x, []);
+      const pixels = sizeOf(x) / c;
+      const total = internals.makeOutput([c], 'float32');
+      runSum('channelSums', chunkRanges(pixels, pixels * c, SUM_BLOCK, c), [offset(total)], c, 2 * c, ([start, count], [chunkOut], acc) => [
+        0, offset(x) + start * c * 4, 0, 0, count, c, chunkOut, 0, acc, SUM_BLOCK, 1, 0,
+      ]);
+      return total;
     },
     channelMoments(x) {
       const c = channels(x, []);
