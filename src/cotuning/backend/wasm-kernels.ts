@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { MAX_CHUNKS, startKernelThreads } from './kernel-threads.js';
+import { fusedMultiplyAddAvailable, fuseMultiplyAdds } from './wasm-fma.js';
 
 /**
  * Our own WASM SIMD kernels (kernels.wat), running inside the TF.js WASM backend's memory so
@@ -100,6 +101,8 @@ export interface WasmKernels {
   inJs(inputs: TensorInfo[], shapes: number[][], body: (ins: Float32Array[], outs: Float32Array[]) => void): TensorInfo[];
   /** Threads our kernels run on (1, or as many as XNNPACK's), and how they have been used: calls in chunks per kernel (and way of cutting). */
   threadUse(): { threads: number; chunkedCalls: Record<string, number>; helperChunks: number };
+  /** Whether the kernels were assembled with relaxed SIMD's fused multiply-add (wasm-fma.ts). */
+  fusedMultiplyAdd(): boolean;
 }
 
 const loaded = new WeakMap<object, WasmKernels>();
@@ -161,13 +164,14 @@ const SHARED_MEMORY_IMPORT = '(import "tfjs" "memory" (memory 1 65536 shared))';
  * Source is assembled at start-up (a few ms) so the repository holds only readable text. With
  * WASM threads the backend's memory is shared, and an import must declare the same sharing.
  */
-async function assemble(sharedMemory: boolean): Promise<Uint8Array> {
+async function assemble(sharedMemory: boolean, fusedMultiplyAdd: boolean): Promise<Uint8Array> {
   let source = readFileSync(new URL('./kernels.wat', import.meta.url), 'utf8');
   if (!source.includes(MEMORY_IMPORT)) throw new Error(`wasm kernels: kernels.wat must import ${MEMORY_IMPORT}`);
   if (sharedMemory) source = source.replace(MEMORY_IMPORT, SHARED_MEMORY_IMPORT);
+  if (fusedMultiplyAdd) source = fuseMultiplyAdds(source).source;
   // Loaded here, not at the top: native backends never need the assembler.
   const { default: wabt } = await import('wabt');
-  const features = { simd: true, bulk_memory: true, threads: sharedMemory };
+  const features = { simd: true, bulk_memory: true, threads: sharedMemory, relaxed_simd: fusedMultiplyAdd };
   const module = (await wabt()).parseWat('kernels.wat', source, features);
   try {
     // wabt's typings omit validate's features argument; without it a shared memory is rejected.
@@ -188,7 +192,12 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
   const memory = internals.wasm?.asm?.memory ?? internals.wasm?.wasmMemory;
   if (!(memory instanceof WebAssembly.Memory)) return false;
   const shared = memory.buffer instanceof SharedArrayBuffer;
-  const binary = await assemble(shared);
+  let fusedMultiplyAdd = fusedMultiplyAddAvailable();
+  let binary = await assemble(shared, fusedMultiplyAdd);
+  if (fusedMultiplyAdd && !WebAssembly.validate(binary)) {
+    fusedMultiplyAdd = false;
+    binary = await assemble(shared, false);
+  }
   if (!WebAssembly.validate(binary)) return false;
   const module = await WebAssembly.compile(binary);
   const instance = await WebAssembly.instantiate(module, { tfjs: { memory } });
@@ -288,6 +297,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
 
   loaded.set(backend, {
     threadUse: () => ({ threads: threads?.threads ?? 1, chunkedCalls: { ...chunkedCalls }, helperChunks: threads?.helperChunks() ?? 0 }),
+    fusedMultiplyAdd: () => fusedMultiplyAdd,
     perChannel(inputs, count, body) {
       const c = inputs[0].shape[0];
       for (const t of inputs) {
