@@ -87,10 +87,10 @@ function parse(text: string): Node[] {
       stack.push(list);
     } else if (t === ')') {
       stack.pop();
-      if (stack.length === 0) throw new Error('wasm kernels: unbalanced ")" in kernels.wat');
+      if (stack.length === 0) throw new Error('wasm kernels: unbalanced ")" in the WAT source');
     } else stack[stack.length - 1].push(t);
   }
-  if (stack.length !== 1) throw new Error('wasm kernels: unbalanced "(" in kernels.wat');
+  if (stack.length !== 1) throw new Error('wasm kernels: unbalanced "(" in the WAT source');
   return root;
 }
 
