@@ -48,9 +48,19 @@ const cases: Record<string, () => Float32Array[]> = {
   },
   'matMul 256x128x192': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([256, 128], 5), rand([128, 192], 6)])),
   // A head's shapes: its input gradient dz·Wᵀ and weight gradient fᵀ·dz go to our kernels untransposed.
-  // A head's loss and bias: the soft cross-entropy in one kernel (its rows in JS), the bias gradient a sum over rows.
-  'soft cross-entropy, 32x1000 with bias': () =>
-    tf.tidy(() => grads((z, bias) => tf.mul(softCrossEntropy(tf.add(z, bias) as tf.Tensor2D, tf.softmax(rand([32, 1000], 25)) as tf.Tensor2D), 1), [tf.mul(rand([32, 1000], 26), 4), rand([1000], 27)])),
+  // A head's loss and bias: the soft cross-entropy in one kernel (in JS for a class count that is
+  // not a multiple of 4), the bias gradient a sum over rows.
+  'soft cross-entropy, 32x1000 with bias, and 32x10': () =>
+    tf.tidy(() =>
+      grads(
+        (z, bias) =>
+          tf.add(
+            softCrossEntropy(tf.add(z, bias) as tf.Tensor2D, tf.softmax(rand([32, 1000], 25)) as tf.Tensor2D),
+            softCrossEntropy(tf.slice(z, [0, 0], [32, 10]) as tf.Tensor2D, tf.softmax(rand([32, 10], 28)) as tf.Tensor2D),
+          ),
+        [tf.mul(rand([32, 1000], 26), 4), rand([1000], 27)],
+      ),
+    ),
   'matMul 32x256x1000 (a head)': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([32, 256], 23), rand([256, 1000], 24)])),
   'batchnorm layer training': () =>
     tf.tidy(() => {

@@ -24,11 +24,20 @@ function softCrossEntropyKernel(backendName: string): tf.KernelConfig {
       const { logits, targets } = inputs as { logits: TensorInfo; targets: TensorInfo };
       const be = backend as tf.KernelBackend;
       const [b, n] = logits.shape;
-      const probs = withScope(be, backendName, (s) => s.run('Softmax', { logits }, { dim: logits.shape.length - 1 }));
+      const probs = withScope(be, backendName, (s) =>
+        s.run('Softmax', { logits }, { dim: logits.shape.length - 1 }),
+      );
       try {
         const own = wasmKernels(be);
-        // On WASM the rest is a few passes over B×N floats in JS: cheaper than its ten kernel calls.
-        if (own) return own.inJs([logits, probs, targets], [[], [b, n]], ([z, p, t], [loss, grad]) => rowsInJs(z, p, t, b, n, loss, grad));
+        // On WASM the rest is one pass over the rows in our kernel (or in JS): cheaper than its ten kernel calls.
+        if (own) {
+          return (
+            own.softCrossEntropy(logits, probs, targets) ??
+            own.inJs([logits, probs, targets], [[], [b, n]], ([z, p, t], [loss, grad]) =>
+              rowsInJs(z, p, t, b, n, loss, grad),
+            )
+          );
+        }
         return composed(be, backendName, logits, probs, targets);
       } finally {
         be.disposeData(probs.dataId);
@@ -38,7 +47,15 @@ function softCrossEntropyKernel(backendName: string): tf.KernelConfig {
 }
 
 /** The loss and gradient of B rows of N logits `z`, their softmax `p` and targets `t`, in float64. */
-function rowsInJs(z: Float32Array, p: Float32Array, t: Float32Array, b: number, n: number, loss: Float32Array, grad: Float32Array): void {
+function rowsInJs(
+  z: Float32Array,
+  p: Float32Array,
+  t: Float32Array,
+  b: number,
+  n: number,
+  loss: Float32Array,
+  grad: Float32Array,
+): void {
   let total = 0;
   for (let r = 0; r < b; r++) {
     const row = r * n;
@@ -59,18 +76,30 @@ function rowsInJs(z: Float32Array, p: Float32Array, t: Float32Array, b: number, 
 }
 
 /** The same from backend kernels (the pure-JS CPU backend). */
-function composed(be: tf.KernelBackend, backendName: string, logits: TensorInfo, probs: TensorInfo, targets: TensorInfo): TensorInfo[] {
+function composed(
+  be: tf.KernelBackend,
+  backendName: string,
+  logits: TensorInfo,
+  probs: TensorInfo,
+  targets: TensorInfo,
+): TensorInfo[] {
   const [b] = logits.shape;
   const mass = withScope(be, backendName, (s) => s.reshape(s.sum(targets, [1]), [b, 1]));
   try {
     const loss = withScope(be, backendName, (s) => {
       const max = (t: TensorInfo) => s.run('Max', { x: t }, { reductionIndices: [1], keepDims: false });
       const lse = s.run('Sub', { a: max(logits), b: s.run('Log', { x: max(probs) }) });
-      const perRow = s.run('Sub', { a: s.sum(s.run('Multiply', { a: targets, b: logits }), [1]), b: s.run('Multiply', { a: lse, b: s.reshape(mass, [b]) }) });
+      const perRow = s.run('Sub', {
+        a: s.sum(s.run('Multiply', { a: targets, b: logits }), [1]),
+        b: s.run('Multiply', { a: lse, b: s.reshape(mass, [b]) }),
+      });
       return s.run('Multiply', { a: s.sum(perRow, [0]), b: s.scalar(-1 / b) });
     });
     const grad = withScope(be, backendName, (s) =>
-      s.run('Multiply', { a: s.run('Sub', { a: s.run('Multiply', { a: probs, b: mass }), b: targets }), b: s.scalar(1 / b) }),
+      s.run('Multiply', {
+        a: s.run('Sub', { a: s.run('Multiply', { a: probs, b: mass }), b: targets }),
+        b: s.scalar(1 / b),
+      }),
     );
     return [loss, grad];
   } finally {
@@ -88,7 +117,9 @@ export function crossEntropyKernels(backendName: string): tf.KernelConfig[] {
  */
 export function fusedSoftCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor2D): tf.Scalar {
   const op = tf.customGrad((z, save) => {
-    const [loss, grad] = tf.engine().runKernel(SOFT_CE_KERNEL, { logits: z as tf.Tensor, targets }) as tf.Tensor[];
+    const [loss, grad] = tf
+      .engine()
+      .runKernel(SOFT_CE_KERNEL, { logits: z as tf.Tensor, targets }) as tf.Tensor[];
     (save as tf.GradSaveFunc)([grad]);
     return { value: loss, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(saved[0], dy) };
   });

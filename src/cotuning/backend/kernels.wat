@@ -897,6 +897,53 @@
       (local.set $p (i32.add (local.get $p) (i32.const 1)))
       (br $pLoop))))
 
+  ;; Soft-label cross-entropy over $b rows of $n logits z, their softmax p and targets t:
+  ;; per row r, out [r, 0..3] = max z, max p, Σ t·z, Σ t (the loss needs a log per row, taken by
+  ;; the caller), and grad = (p·Σ t − t)·$invB, the loss's gradient. n a multiple of 4.
+  (func (export "softCrossEntropyRows")
+    (param $z i32) (param $p i32) (param $t i32) (param $grad i32) (param $out i32) (param $b i32) (param $n i32) (param $invB f32)
+    (local $r i32) (local $i i32) (local $rowBytes i32) (local $row i32)
+    (local $zMax v128) (local $pMax v128) (local $tz v128) (local $mass v128) (local $tv v128) (local $zv v128) (local $massS f32)
+    (local.set $rowBytes (i32.shl (local.get $n) (i32.const 2)))
+    (block $rDone (loop $rLoop
+      (br_if $rDone (i32.ge_u (local.get $r) (local.get $b)))
+      (local.set $row (i32.mul (local.get $r) (local.get $rowBytes)))
+      (local.set $zMax (v128.const f32x4 -inf -inf -inf -inf)) (local.set $pMax (v128.const f32x4 0 0 0 0))
+      (local.set $tz (v128.const f32x4 0 0 0 0)) (local.set $mass (v128.const f32x4 0 0 0 0))
+      (local.set $i (i32.const 0))
+      (block $sDone (loop $sLoop
+        (br_if $sDone (i32.ge_u (local.get $i) (local.get $rowBytes)))
+        (local.set $zv (v128.load (i32.add (local.get $z) (i32.add (local.get $row) (local.get $i)))))
+        (local.set $tv (v128.load (i32.add (local.get $t) (i32.add (local.get $row) (local.get $i)))))
+        (local.set $zMax (f32x4.max (local.get $zMax) (local.get $zv)))
+        (local.set $pMax (f32x4.max (local.get $pMax) (v128.load (i32.add (local.get $p) (i32.add (local.get $row) (local.get $i))))))
+        (local.set $tz (f32x4.add (local.get $tz) (f32x4.mul (local.get $tv) (local.get $zv))))
+        (local.set $mass (f32x4.add (local.get $mass) (local.get $tv)))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $sLoop)))
+      (local.set $massS (call $laneSum (local.get $mass)))
+      (f32.store (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 4)))
+        (f32.max (f32.max (f32x4.extract_lane 0 (local.get $zMax)) (f32x4.extract_lane 1 (local.get $zMax)))
+                 (f32.max (f32x4.extract_lane 2 (local.get $zMax)) (f32x4.extract_lane 3 (local.get $zMax)))))
+      (f32.store offset=4 (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 4)))
+        (f32.max (f32.max (f32x4.extract_lane 0 (local.get $pMax)) (f32x4.extract_lane 1 (local.get $pMax)))
+                 (f32.max (f32x4.extract_lane 2 (local.get $pMax)) (f32x4.extract_lane 3 (local.get $pMax)))))
+      (f32.store offset=8 (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 4))) (call $laneSum (local.get $tz)))
+      (f32.store offset=12 (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 4))) (local.get $massS))
+      (local.set $i (i32.const 0))
+      (block $gDone (loop $gLoop
+        (br_if $gDone (i32.ge_u (local.get $i) (local.get $rowBytes)))
+        (v128.store (i32.add (local.get $grad) (i32.add (local.get $row) (local.get $i)))
+          (f32x4.mul
+            (f32x4.sub
+              (f32x4.mul (v128.load (i32.add (local.get $p) (i32.add (local.get $row) (local.get $i)))) (f32x4.splat (local.get $massS)))
+              (v128.load (i32.add (local.get $t) (i32.add (local.get $row) (local.get $i)))))
+            (f32x4.splat (local.get $invB))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $gLoop)))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $rLoop))))
+
   ;; dst += src over $count floats: joins the partial sums of a kernel cut into parts.
   (func (export "addInto") (param $dst i32) (param $src i32) (param $count i32)
     (local $end i32) (local $vecEnd i32) (local $i i32)

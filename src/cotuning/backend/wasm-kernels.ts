@@ -61,6 +61,7 @@ interface KernelExports {
     out1: number, out2: number, acc: number, block: number, scale: number, y: number,
   ): void;
   addInto(dst: number, src: number, count: number): void;
+  softCrossEntropyRows(z: number, p: number, t: number, grad: number, out: number, b: number, n: number, invB: number): void;
 }
 
 export interface WasmKernels {
@@ -85,6 +86,11 @@ export interface WasmKernels {
   nesterovUpdate(theta: TensorInfo, v: TensorInfo | null, grad: TensorInfo, lr: number, mu: number, wd: number): [TensorInfo, TensorInfo];
   /** u·a + x·b + c per channel (last axis); a, b, c are [C]. With y, u counts only where 0 < y < 6 (ReLU6 mask). */
   channelAffine2(u: TensorInfo, a: TensorInfo, x: TensorInfo, b: TensorInfo, c: TensorInfo, y?: TensorInfo): TensorInfo;
+  /**
+   * Soft-label cross-entropy of logits [B, N] given their softmax and the targets: the loss (a
+   * scalar) and its gradient [B, N] (see cross-entropy.ts), when N is a multiple of 4; undefined otherwise.
+   */
+  softCrossEntropy(logits: TensorInfo, probs: TensorInfo, targets: TensorInfo): [TensorInfo, TensorInfo] | undefined;
   /** Per-channel sum over every axis but the last: a [C] tensor. */
   channelTotals(x: TensorInfo): TensorInfo;
   /** Per-channel mean and biased variance over every axis but the last: two [C] tensors. */
@@ -417,6 +423,19 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
         y ? offset(y) + start * ch * 4 : 0,
       ]));
       return out;
+    },
+    softCrossEntropy(logits, probs, targets) {
+      const [b, n] = logits.shape;
+      if (logits.shape.length !== 2 || n % 4 !== 0 || [logits, probs, targets].some((t) => t.dtype !== 'float32' || sizeOf(t) !== b * n)) return undefined;
+      const [loss, grad, rows] = [internals.makeOutput([], 'float32'), internals.makeOutput([b, n], 'float32'), internals.makeOutput([b, 4], 'float32')];
+      exports.softCrossEntropyRows(offset(logits), offset(probs), offset(targets), offset(grad), offset(rows), b, n, 1 / b);
+      // Per row: max z, max p, Σ t·z, Σ t. lse = max z − log max p (see cross-entropy.ts).
+      const r = view(rows);
+      let total = 0;
+      for (let i = 0; i < b; i++) total += r[4 * i + 2] - (r[4 * i] - Math.log(r[4 * i + 1])) * r[4 * i + 3];
+      view(loss)[0] = -total / b;
+      internals.disposeData(rows.dataId);
+      return [loss, grad];
     },
     channelTotals(x) {
       const c = channels(x, []);
