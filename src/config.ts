@@ -14,6 +14,8 @@ export const EnvSchema = Type.Object({
   COTUNE_TF_BACKEND: Type.Union([Type.Literal(''), Type.Literal('tensorflow-gpu'), Type.Literal('tensorflow'), Type.Literal('wasm'), Type.Literal('cpu')], { default: '' }),
   // At most MAX_WASM_THREADS; unset = defaultWasmThreads() (src/cotuning/backend/wasm-threads.ts).
   COTUNE_WASM_THREADS: Type.Optional(Type.Integer({ minimum: 1, maximum: 8 })),
+  // Read by the WASM kernels themselves (src/cotuning/backend/wasm-fma.ts); checked here so a typo fails at start-up.
+  COTUNE_WASM_FMA: Type.Union([Type.Literal(''), Type.Literal('0'), Type.Literal('1')], { default: '' }),
   COTUNE_API_KEYS: Type.String({ default: '' }),
   COTUNE_QUEUE_PREFIX: Type.String({ default: '{cotune}', pattern: '^[^:\\s]+$' }),
   COTUNE_MAX_DATASET_BYTES: Type.Integer({ default: 512 * MiB, minimum: 1024 }),

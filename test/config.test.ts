@@ -42,11 +42,13 @@ test('bad values are rejected with a message naming each variable', () => {
   assert.throws(() => loadConfig({ PORT: '70000' }), /PORT/);
   assert.throws(() => loadConfig({ COTUNE_JOB_ATTEMPTS: '0' }), /COTUNE_JOB_ATTEMPTS/);
   for (const threads of ['0', '9', 'two', '1.5', '0x2', '-1', '1e0']) assert.throws(() => loadConfig({ COTUNE_WASM_THREADS: threads }), /COTUNE_WASM_THREADS/);
+  for (const fma of ['yes', 'off', '2']) assert.throws(() => loadConfig({ COTUNE_WASM_FMA: fma }), /COTUNE_WASM_FMA/);
   assert.throws(() => loadConfig({ PORT: '80.5' }), /PORT: must be a whole number written in digits \(got "80.5"\)/);
 });
 
 test('an unset, empty or blank optional variable takes the default', () => {
   for (const threads of [undefined, '', '  ']) assert.equal(loadConfig({ COTUNE_WASM_THREADS: threads }).wasmThreads, undefined);
+  for (const fma of ['', '0', '1']) assert.doesNotThrow(() => loadConfig({ COTUNE_WASM_FMA: fma }));
   assert.equal(loadConfig({ COTUNE_WASM_THREADS: ' 2 ' }).wasmThreads, 2);
 });
 
