@@ -19,6 +19,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from '../src/cotuning/backend/gradients.js';
+import { wasmKernels } from '../src/cotuning/backend/wasm-kernels.js';
 import { defaultWasmThreads, setWasmBackend } from '../src/cotuning/backend/wasm-threads.js';
 import { DEFAULT_HYPERPARAMETERS } from '../src/cotuning/hyperparameters.js';
 import { loadLayersModel } from '../src/cotuning/model-io.js';
@@ -292,7 +293,10 @@ async function main(): Promise<void> {
     disposeNet(net);
     full.dispose();
   }
-  console.log(`backend=${backend} threads=${backend === 'wasm' ? getThreadsCount() : 1} batch=${batch} fastGradients=${!args.stock} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`);
+  const fma = wasmKernels(tf.backend())?.fusedMultiplyAdd() ?? false;
+  console.log(
+    `backend=${backend} threads=${backend === 'wasm' ? getThreadsCount() : 1} batch=${batch} fastGradients=${!args.stock} fusedMultiplyAdd=${fma} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`,
+  );
   console.log(
     `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\tft/infer (≤4)\tct/ft (≤1.03)\trel/infer (≤1.1)\tCPU ms infer/rel/ft/ct/frozen\tsame ratios by CPU time\tothers\trss MB\tΔtensors`,
   );

@@ -23,7 +23,7 @@ const workerId = newId('job').replace(/^job_/, 'wkr_');
 
 // The processor child selects its own backend; selecting here reports what this machine offers.
 const backend = await selectBackend({ ...(config.tfBackend ? { preferred: config.tfBackend } : {}), wasmThreads: config.wasmThreads });
-log.info({ workerId, backend: backend.name, tfBackend: backend.tfBackend, threads: backend.threads, redis: safeRedisUrl(config.redisUrl), concurrency: config.worker.concurrency }, 'worker starting');
+log.info({ workerId, backend: backend.name, tfBackend: backend.tfBackend, threads: backend.threads, fusedMultiplyAdd: backend.fusedMultiplyAdd, redis: safeRedisUrl(config.redisUrl), concurrency: config.worker.concurrency }, 'worker starting');
 
 const connection = createWorkerRedis(config.redisUrl);
 connection.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'redis connection error'));

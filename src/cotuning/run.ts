@@ -69,7 +69,7 @@ async function modelWeightsHash(modelDir: string): Promise<string> {
 async function prepare(options: RunOptions, hooks: RunHooks): Promise<RunContext> {
   const hp = resolveHyperparameters(options.hyperparameters);
   const backend = await selectBackend({ preferred: options.backend, wasmThreads: options.wasmThreads });
-  hooks.log?.(`backend: ${backend.name} (threads ${backend.threads})`);
+  hooks.log?.(`backend: ${backend.name} (threads ${backend.threads}${backend.fusedMultiplyAdd ? ', fused multiply-add' : ''})`);
   progress(hooks, 'loading', 0, { message: 'reading dataset and model' });
   const inspection = inspectModelJson(await readModelJson(options.modelDir), hp.headLayer);
   const imageSize = resolveImageSize(inspection, hp.imageSize);

@@ -47,6 +47,13 @@ describe('fused multiply-add in the WASM kernels', () => {
       return JSON.parse(r.stdout.trim().split('\n').pop() as string) as { fusedMultiplyAdd: boolean; grads: number[][] };
     };
     const [plain, fused] = [run('0'), run('1')];
+    const typo = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), FIXTURE], {
+      encoding: 'utf8',
+      timeout: 120_000,
+      env: { ...process.env, COTUNE_WASM_FMA: 'off' },
+    });
+    assert.notEqual(typo.status, 0, 'COTUNE_WASM_FMA=off was accepted');
+    assert.match(typo.stderr, /COTUNE_WASM_FMA: must be 0, 1 or empty/);
     assert.equal(plain.fusedMultiplyAdd, false);
     assert.equal(fused.fusedMultiplyAdd, true);
     plain.grads.forEach((g, i) => {

@@ -3,6 +3,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { InvalidInputError } from '../errors.js';
 import { registerFastGradients } from './gradients.js';
+import { wasmKernels } from './wasm-kernels.js';
 import { defaultWasmThreads, setWasmBackend } from './wasm-threads.js';
 
 /** Backends in order of preference; the first that loads and initialises wins. */
@@ -16,6 +17,8 @@ export interface BackendInfo {
   tfBackend: string;
   /** WASM threads in use (1 on other backends). */
   threads: number;
+  /** Whether our WASM kernels use fused multiply-add (wasm-fma.ts); false on other backends. */
+  fusedMultiplyAdd: boolean;
 }
 
 export interface SelectBackendOptions {
@@ -45,12 +48,13 @@ async function tryBackend(choice: BackendChoice, options: SelectBackendOptions):
   if (choice === 'tensorflow-gpu' || choice === 'tensorflow') {
     const pkg = choice === 'tensorflow-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node';
     if (!(await loadNative(pkg)) || !(await tf.setBackend('tensorflow'))) return undefined;
-    return { name: `tensorflow (${pkg})`, tfBackend: 'tensorflow', threads: 1 };
+    return { name: `tensorflow (${pkg})`, tfBackend: 'tensorflow', threads: 1, fusedMultiplyAdd: false };
   }
   if (!(await (choice === 'wasm' ? setWasmBackend(options.wasmThreads ?? defaultWasmThreads()) : tf.setBackend(choice)))) return undefined;
   await tf.ready();
   await registerFastGradients(choice);
-  return { name: choice, tfBackend: choice, threads: choice === 'wasm' ? getThreadsCount() : 1 };
+  const fusedMultiplyAdd = wasmKernels(tf.backend())?.fusedMultiplyAdd() ?? false;
+  return { name: choice, tfBackend: choice, threads: choice === 'wasm' ? getThreadsCount() : 1, fusedMultiplyAdd };
 }
 
 /**

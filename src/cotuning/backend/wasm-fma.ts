@@ -12,7 +12,7 @@ import v8 from 'node:v8';
  *
  * Node 20's V8 has relaxed SIMD behind --experimental-wasm-relaxed-simd (it ships enabled from
  * V8 11.4, Node 22); the flag is set at start-up, before our module is compiled. Set
- * COTUNE_WASM_FMA=0 to keep plain SIMD.
+ * COTUNE_WASM_FMA=0 to keep plain SIMD (1 or empty: use it where it validates).
  */
 
 /** A module with one relaxed_madd: (v128, v128, v128) → v128. */
@@ -67,7 +67,11 @@ let available: boolean | undefined;
 /** Whether our kernels can use relaxed_madd here (enabling Node 20's flag for it once). */
 export function fusedMultiplyAddAvailable(): boolean {
   if (available !== undefined) return available;
-  if (process.env.COTUNE_WASM_FMA === '0') return (available = false);
+  const setting = (process.env.COTUNE_WASM_FMA ?? '').trim();
+  if (setting !== '' && setting !== '0' && setting !== '1') {
+    throw new Error(`COTUNE_WASM_FMA: must be 0, 1 or empty (got ${JSON.stringify(process.env.COTUNE_WASM_FMA)})`);
+  }
+  if (setting === '0') return (available = false);
   if (!validate(PROBE)) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
   return (available = validate(PROBE));
 }
