@@ -94,7 +94,28 @@ for (const backend of ['wasm', 'cpu'])
       fused.dispose();
     });
 
-    it('does not fuse when another layer also reads the batch-norm output', async () => {
+    it('does not fuse when another layer calls the batch norm from its own code', () => {
+    // In its graph the batch norm feeds only relu6; a second model runs it inside a custom layer.
+    const { conv, bn, relu6 } = layers();
+    const input = tf.input({ shape: SHAPE.slice(1) });
+    const graph = tf.model({ inputs: input, outputs: relu6.apply(bn.apply(conv.apply(input))) as tf.SymbolicTensor });
+    class Wrap extends tf.layers.Layer {
+      static readonly className = 'Wrap';
+      override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor {
+        return bn.apply(inputs, kwargs) as tf.Tensor;
+      }
+    }
+    const other = tf.input({ shape: [...SHAPE.slice(1, 3), CHANNELS] });
+    const wrapped = tf.model({ inputs: other, outputs: new Wrap({}).apply(other) as tf.SymbolicTensor });
+    const x = tf.mul(rand([...SHAPE.slice(0, 3), CHANNELS], 5), 4);
+    const y = wrapped.apply(x, { training: true }) as tf.Tensor;
+    const values = y.dataSync();
+    assert.ok(values.some((v) => v < 0) && values.some((v) => v > 6), 'the custom layer got clamped batch-norm values');
+    tf.dispose([x, y]);
+    graph.dispose();
+  });
+
+  it('does not fuse when another layer also reads the batch-norm output', async () => {
       const { conv, bn, relu6 } = layers();
       const input = tf.input({ shape: SHAPE.slice(1) });
       const normed = bn.apply(conv.apply(input)) as tf.SymbolicTensor;

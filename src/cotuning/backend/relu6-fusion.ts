@@ -7,9 +7,10 @@ import * as tf from '@tensorflow/tfjs';
  * full-size clamp forward, a full-size mask pass backward, the pre-clamp tensor the tape would
  * keep, and two kernel calls per layer (MobileNet has 27 such pairs).
  *
- * The graph rule that makes this safe: every consumer of the batch-norm layer's output, in
- * every graph the layer is part of, is a relu6 Activation layer, and the output is not an
- * output of a model being run. Then nobody can see the unclamped values. A fused output that
+ * The graph rule that makes this safe: the batch norm is applied by a running model's graph
+ * walk (not from inside another layer's own code), every consumer of its output, in every
+ * graph the layer is part of, is a relu6 Activation layer, and the output is not an output of
+ * a model being run. Then nobody can see the unclamped values. A fused output that
  * reaches the Activation by another route is clamped again, which changes nothing (clamping
  * and the mask are idempotent), so a miss costs speed, never correctness.
  */
@@ -24,6 +25,9 @@ interface GraphLayer {
 interface ActivationLayerInternals {
   activation?: { getClassName(): string };
 }
+interface LayerInternals {
+  apply(...args: unknown[]): unknown;
+}
 interface ModelInternals {
   outputLayers?: tf.layers.Layer[];
   call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[];
@@ -33,17 +37,31 @@ interface ModelInternals {
 const clamped = new WeakSet<tf.Tensor>();
 /** Models whose call is running (models nest): their outputs must stay what their layers compute. */
 const running: ModelInternals[] = [];
+/** Layers whose apply is running, innermost last (a model's graph walk applies each of its layers). */
+const applying: unknown[] = [];
 
 const isRelu6Activation = (layer: tf.layers.Layer): boolean =>
   layer.getClassName() === 'Activation' &&
   (layer as unknown as ActivationLayerInternals).activation?.getClassName() === 'relu6';
 
-/** True when `layer`'s output may come out clamped by relu6 (see the rule above). */
+/**
+ * True when `layer`'s output may come out clamped by relu6 (see the rule above). Called from
+ * the layer's own call: the apply being run must be this layer's, directly inside the
+ * innermost running model's.
+ */
 export function fusesRelu6(layer: tf.layers.Layer): boolean {
+  const n = applying.length;
+  if (
+    running.length === 0 ||
+    n < 2 ||
+    applying[n - 1] !== layer ||
+    applying[n - 2] !== running[running.length - 1]
+  )
+    return false;
   const consumers = (layer as unknown as GraphLayer).outboundNodes ?? [];
   if (consumers.length === 0 || !consumers.every((node) => isRelu6Activation(node.outboundLayer)))
     return false;
-  return running.length > 0 && running.every((model) => !(model.outputLayers ?? []).includes(layer));
+  return running.every((model) => !(model.outputLayers ?? []).includes(layer));
 }
 
 /** Marks `t` as the clamped output of a fused batch norm. */
@@ -60,20 +78,32 @@ export function isClamped(t: tf.Tensor): boolean {
 let patched = false;
 
 /**
- * Tracks which models are running, for fusesRelu6. Batch norm fuses only inside a model's
- * call (where tfjs-layers walks the graph), never when a layer is called on its own.
+ * Tracks which models and layers are running, for fusesRelu6. Batch norm fuses only where a
+ * model's call (tfjs-layers' graph walk) applies it, never when a layer is called on its own
+ * or from inside another layer.
  */
 export function patchModelCall(): void {
   if (patched) return;
   patched = true;
-  const proto = Object.getPrototypeOf(tf.LayersModel.prototype) as ModelInternals;
-  const original = proto.call;
-  proto.call = function (this: ModelInternals, inputs, kwargs) {
+  const modelProto = Object.getPrototypeOf(tf.LayersModel.prototype) as ModelInternals;
+  const originalCall = modelProto.call;
+  modelProto.call = function (this: ModelInternals, inputs, kwargs) {
     running.push(this);
     try {
-      return original.call(this, inputs, kwargs);
+      return originalCall.call(this, inputs, kwargs);
     } finally {
       running.pop();
+    }
+  };
+  // Every layer's apply (a model's too: models are layers), on their base class.
+  const layerProto = Object.getPrototypeOf(modelProto) as LayerInternals;
+  const originalApply = layerProto.apply;
+  layerProto.apply = function (this: unknown, ...args: unknown[]) {
+    applying.push(this);
+    try {
+      return originalApply.apply(this, args);
+    } finally {
+      applying.pop();
     }
   };
 }
