@@ -257,7 +257,7 @@ for (const d of [2, 3]) {
   }
 }
 // Batch norm as tf.layers runs it in training mode, and ReLU6 as Activation('relu6').
-for (const [shape, s, centre = 0.5, spread = 3] of [
+for (const [shape, s, centre = 0.5, spread = 3, firstPixel] of [
   [[4, 6, 5, 3], 500],
   [[8, 3, 3, 16], 501],
   [[3, 1, 2, 7], 502],
@@ -267,15 +267,19 @@ for (const [shape, s, centre = 0.5, spread = 3] of [
   // A mean 160 times the spread: one-pass batch statistics must not cancel the variance away
   // (E[x²] − E[x]² in float32 would be off by about 1e-3 here).
   [[4, 12, 11, 20], 505, 8, 0.05],
-] as [number[], number, number?, number?][]) {
+  // An outlier in the first pixel: the shift of the one-pass statistics must not be taken from it alone.
+  [[4, 12, 11, 20], 506, 0.5, 3, 1000],
+] as [number[], number, number?, number?, number?][]) {
   cases.push({
-    name: `batchnorm layer training ${shape.join('x')} around ${centre}`,
+    name: `batchnorm layer training ${shape.join('x')} around ${centre}${firstPixel ? `, first pixel ${firstPixel}` : ''}`,
     run: () =>
       tf.tidy(() => {
         const layer = tf.layers.batchNormalization({ epsilon: 1e-3, momentum: 0.9 });
         layer.build(shape);
         layer.setWeights([rand([shape[3]], s), rand([shape[3]], s + 1), rand([shape[3]], s + 2), tf.add(rand([shape[3]], s + 3), 2)]);
-        const x = tf.add(tf.mul(rand(shape, s + 4), spread), centre);
+        const [n, h, w, c] = shape;
+        const base = tf.add(tf.mul(rand(shape, s + 4), spread), centre);
+        const x = firstPixel ? tf.add(base, tf.pad(tf.fill([1, 1, 1, c], firstPixel), [[0, n - 1], [0, h - 1], [0, w - 1], [0, 0]])) : base;
         const r = rand(shape, s + 5);
         const f = (a: tf.Tensor): tf.Scalar => tf.sum(tf.mul(layer.apply(a, { training: true }) as tf.Tensor, r));
         const vars = layer.trainableWeights.map((w) => w.read() as tf.Variable);

@@ -113,6 +113,8 @@ export interface WasmKernels {
 
 const loaded = new WeakMap<object, WasmKernels>();
 
+/** Pixels averaged for the shift of the one-pass batch statistics (channelMoments). */
+const SHIFT_SAMPLES = 256;
 /** Pixels summed per block before joining the totals in channelSums (see kernels.wat). */
 const SUM_BLOCK = 256;
 
@@ -450,16 +452,23 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const c = channels(x, []);
       const pixels = sizeOf(x) / c;
       const [mean, variance, shift] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
-      // One pass over x: the sums of x − K and (x − K)² with K the first pixel, a value from the
-      // data itself, so the shifted sums lose little to cancellation. Then mean = K + Σ(x − K)/M
-      // and variance = Σ(x − K)²/M − (Σ(x − K)/M)². Whole SUM_BLOCKs per chunk, so a chunk's sums
-      // round as they would uncut.
-      view(shift).set(view(x).subarray(0, c));
+      // One pass over x: the sums of x − K and (x − K)² with K the mean of up to SHIFT_SAMPLES
+      // pixels spread over the batch, which is near the batch mean even when some pixels are far
+      // off (a border of zeros, an outlier), so the shifted sums lose little to cancellation. Then
+      // mean = K + Σ(x − K)/M and variance = Σ(x − K)²/M − (Σ(x − K)/M)². Whole SUM_BLOCKs per
+      // chunk, so a chunk's sums round as they would uncut.
+      const [xs, k] = [view(x), view(shift)];
+      const samples = Math.min(pixels, SHIFT_SAMPLES);
+      k.fill(0);
+      for (let i = 0; i < samples; i++) {
+        const at = Math.floor((i * pixels) / samples) * c;
+        for (let j = 0; j < c; j++) k[j] += xs[at + j] / samples;
+      }
       const ranges = chunkRanges(pixels, pixels * c, SUM_BLOCK, 2 * c);
       runSum('channelSums', ranges, [offset(mean), offset(variance)], c, 2 * c, ([start, count], [out1, out2], acc) => [
         3, offset(x) + start * c * 4, 0, offset(shift), count, c, out1, out2, acc, SUM_BLOCK, 1 / pixels, 0,
       ]);
-      const [k, m, v] = [view(shift), view(mean), view(variance)];
+      const [m, v] = [view(mean), view(variance)];
       for (let i = 0; i < c; i++) {
         const d = m[i];
         m[i] = k[i] + d;
