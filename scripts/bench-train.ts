@@ -1,8 +1,5 @@
 /**
- * Training-throughput benchmark on the real shared MobileNet v1 0.25.
- *
- *   npm run bench:train -- [--backend wasm|cpu] [--threads N (default: the library's)] [--sizes 96,128,224] [--batch 32]
- *                          [--steps N] [--json PATH] [--profile] [--walls] [--stock]
+ * Training-throughput benchmark on the real shared MobileNet v1 0.25 (see USAGE).
  *
  * Measures, per input size: inference (backbone + target head), the relationship pass (the
  * library's: backbone + source head in inference mode, then softmax rows), and its training step
@@ -13,14 +10,15 @@
  * other processes during each measurement is printed as "others" (in cores) because the
  * machine is shared.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from '../src/cotuning/backend/gradients.js';
 import { wasmKernels } from '../src/cotuning/backend/wasm-kernels.js';
-import { defaultWasmThreads, setWasmBackend } from '../src/cotuning/backend/wasm-threads.js';
+import { MAX_WASM_THREADS, defaultWasmThreads, setWasmBackend } from '../src/cotuning/backend/wasm-threads.js';
 import { DEFAULT_HYPERPARAMETERS } from '../src/cotuning/hyperparameters.js';
 import { loadLayersModel } from '../src/cotuning/model-io.js';
 import { buildNet, disposeNet, features, sourceLogits, targetLogits, trainableGroups, type CoTuningNet } from '../src/cotuning/network.js';
@@ -28,7 +26,7 @@ import { softmaxRows } from '../src/cotuning/relationship.js';
 import { NesterovSgd } from '../src/cotuning/optimizer.js';
 import { trainStep } from '../src/cotuning/train.js';
 
-const MODEL_DIR =
+const DEFAULT_MODEL_DIR =
   process.env.COTUNE_SHARED_DATA !== undefined
     ? `${process.env.COTUNE_SHARED_DATA}/mobilenet_v1_0.25_224`
     : new URL('../../shared/data/mobilenet_v1_0.25_224', import.meta.url).pathname;
@@ -37,20 +35,67 @@ const HEAD_LAYER = 'conv_preds';
 const FREEZE_BELOW = 'conv_dw_7';
 const TARGET_CLASSES = 100;
 const LAMBDA = DEFAULT_HYPERPARAMETERS.lambda;
+/** MobileNet needs 32 px to keep one pixel after its five stride-2 layers; 512 px is 5x the work of 224. */
+const [MIN_SIZE, MAX_SIZE] = [32, 512];
+/** Fewer rounds give no confidence interval of a median worth printing. */
+const MIN_ROUNDS = 3;
 
-const { values: args } = parseArgs({
-  options: {
-    backend: { type: 'string', default: 'wasm' },
-    threads: { type: 'string', default: String(defaultWasmThreads()) },
-    sizes: { type: 'string', default: '96,128,224' },
-    batch: { type: 'string', default: '32' },
-    steps: { type: 'string', default: '20' },
-    json: { type: 'string' },
-    profile: { type: 'boolean', default: false },
-    walls: { type: 'boolean', default: false },
-    stock: { type: 'boolean', default: false },
-  },
-});
+const USAGE = `Usage: npm run bench:train -- [options]
+
+  --model DIR        the shared MobileNet v1 0.25 (default: $COTUNE_SHARED_DATA/mobilenet_v1_0.25_224,
+                     else ../shared/data/mobilenet_v1_0.25_224 next to the repository)
+  --sizes LIST       input sizes in px, comma-separated, each ${MIN_SIZE}-${MAX_SIZE} (default 96,128,224)
+  --steps N          timed rounds per size, ${MIN_ROUNDS}-1000 (default 20)
+  --batch N          images per step, 1-256 (default 32)
+  --backend NAME     wasm or cpu (default wasm)
+  --threads N        XNNPACK threads of the WASM backend, 1-${MAX_WASM_THREADS} (default ${defaultWasmThreads()} here)
+  --json PATH        also write the rows as a JSON array
+  --profile          list the kernels of one fine-tune and one co-tuning step per size
+  --walls            print every round's time
+  --stock            without our gradients and kernels (WASM then cannot train)
+  -h, --help         this text
+`;
+
+/** A bad option: one line and exit code 2, as the cotune command does. */
+class UsageError extends Error {}
+
+function integerOption(name: string, value: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) throw new UsageError(`--${name} ${JSON.stringify(value)}: a whole number from ${min} to ${max}`);
+  return Number(value);
+}
+
+function readOptions() {
+  const { values } = parseArgs({
+    options: {
+      model: { type: 'string', default: DEFAULT_MODEL_DIR },
+      backend: { type: 'string', default: 'wasm' },
+      threads: { type: 'string', default: String(defaultWasmThreads()) },
+      sizes: { type: 'string', default: '96,128,224' },
+      batch: { type: 'string', default: '32' },
+      steps: { type: 'string', default: '20' },
+      json: { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      walls: { type: 'boolean', default: false },
+      stock: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  if (values.backend !== 'wasm' && values.backend !== 'cpu') throw new UsageError(`--backend ${JSON.stringify(values.backend)}: wasm or cpu`);
+  if (!existsSync(join(values.model, 'model.json'))) {
+    throw new UsageError(`--model ${values.model}: no model.json there (give --model DIR or set COTUNE_SHARED_DATA to the shared data folder)`);
+  }
+  return {
+    ...values,
+    threads: integerOption('threads', values.threads, 1, MAX_WASM_THREADS),
+    sizes: values.sizes.split(',').map((size) => integerOption('sizes', size.trim(), MIN_SIZE, MAX_SIZE)),
+    batch: integerOption('batch', values.batch, 1, 256),
+    steps: integerOption('steps', values.steps, MIN_ROUNDS, 1000),
+  };
+}
 
 interface Row {
   backend: string;
@@ -131,11 +176,31 @@ function timeAll(fns: (() => void)[], rounds: number): { timings: Timing[]; tens
 /**
  * Median over rounds of a's time / b's time in the same round: the two blocks ran close
  * together, so the ratio holds while the machine's speed drifts (shared cores, clock changes).
+ * Also a 95 % confidence interval of that median (order statistics n/2 ∓ 0.98·√n, from the
+ * normal approximation of the binomial), so a reader can tell a miss from noise.
  */
-function pairedRatio(a: Timing, b: Timing): number {
+function pairedRatio(a: Timing, b: Timing): { median: number; low: number; high: number } {
   const ratios = a.walls.map((w, r) => w / b.walls[r]).sort((p, q) => p - q);
-  const mid = ratios.length >> 1;
-  return ratios.length % 2 === 1 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2;
+  const n = ratios.length;
+  const mid = n >> 1;
+  const spread = 0.98 * Math.sqrt(n);
+  return {
+    median: n % 2 === 1 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2,
+    low: ratios[Math.max(0, Math.floor(n / 2 - spread) - 1)],
+    high: ratios[Math.min(n - 1, Math.ceil(n / 2 + spread) - 1)],
+  };
+}
+
+/** The issue's targets: each ratio's median must not exceed its bound. */
+const TARGETS = { 'ft/infer': 4, 'ct/ft': 1.03, 'rel/infer': 1.1 } as const;
+type Target = keyof typeof TARGETS;
+
+/** A ratio as "median (low–high) ✓", ✗ where the median misses its target (listed in `misses`). */
+function showRatio(target: Target, a: Timing, b: Timing, digits: number, misses: string[], size: number): string {
+  const { median, low, high } = pairedRatio(a, b);
+  const met = median <= TARGETS[target];
+  if (!met) misses.push(`${size} px ${target} ${median.toFixed(digits)} > ${TARGETS[target]}`);
+  return `${median.toFixed(digits)} (${low.toFixed(digits)}–${high.toFixed(digits)}) ${met ? '✓' : '✗'}`;
 }
 
 /** Multiply-accumulates per image of the backbone (+ dense heads), from the built layers. */
@@ -194,19 +259,18 @@ function kernelProfile(fn: () => void): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const backend = args.backend ?? 'wasm';
-  const threads = Number(args.threads);
-  const batch = Number(args.batch);
-  const steps = Number(args.steps);
+  const args = readOptions();
+  const { backend, threads, batch, steps } = args;
   // WASM goes through the same threaded start-up as the service (selectBackend).
   if (!(await (backend === 'wasm' ? setWasmBackend(threads) : tf.setBackend(backend)))) throw new Error(`backend ${backend} unavailable`);
   await tf.ready();
   if (!args.stock) await registerFastGradients(backend);
   const rows: Row[] = [];
   const table: string[] = [];
-  for (const size of (args.sizes ?? '96').split(',').map(Number)) {
-    const net = await buildNet(MODEL_DIR, { numClasses: TARGET_CLASSES, imageSize: size, seed: 1 });
-    const full = await loadLayersModel(MODEL_DIR, size);
+  const misses: string[] = [];
+  for (const size of args.sizes) {
+    const net = await buildNet(args.model, { numClasses: TARGET_CLASSES, imageSize: size, seed: 1 });
+    const full = await loadLayersModel(args.model, size);
     const x = tf.randomUniform([batch, size, size, 3], -1, 1, 'float32', 7) as tf.Tensor4D;
     const yT = tf.randomUniform([batch], 0, TARGET_CLASSES, 'int32', 8) as tf.Tensor1D;
     const ySoft = tf.softmax(tf.randomNormal([batch, 1000], 0, 1, 'float32', 9)) as tf.Tensor2D;
@@ -279,9 +343,9 @@ async function main(): Promise<void> {
         row.inferImgPerSec.toFixed(0),
         row.fineTuneImgPerSec.toFixed(1),
         row.gflops.toFixed(2),
-        pairedRatio(ft, inf).toFixed(2),
-        pairedRatio(ct, ft).toFixed(3),
-        pairedRatio(rel, inf).toFixed(3),
+        showRatio('ft/infer', ft, inf, 2, misses, size),
+        showRatio('ct/ft', ct, ft, 3, misses, size),
+        showRatio('rel/infer', rel, inf, 3, misses, size),
         [inf, rel, ft, ct, pt].map((t) => (t.cpu * 1000).toFixed(0)).join('/'),
         `${(ft.cpu / inf.cpu).toFixed(2)}/${(ct.cpu / ft.cpu).toFixed(3)}/${(rel.cpu / inf.cpu).toFixed(3)}`,
         others.toFixed(2),
@@ -297,10 +361,12 @@ async function main(): Promise<void> {
   console.log(
     `backend=${backend} threads=${backend === 'wasm' ? getThreadsCount() : 1} batch=${batch} fastGradients=${!args.stock} fusedMultiplyAdd=${fma} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`,
   );
+  console.log(`ratios: median over ${steps} rounds of the per-round ratio (95 % confidence interval of that median), ✓ or ✗ against the target (≤x)`);
   console.log(
-    `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\tft/infer (≤4)\tct/ft (≤1.03)\trel/infer (≤1.1)\tCPU ms infer/rel/ft/ct/frozen\tsame ratios by CPU time\tothers\trss MB\tΔtensors`,
+    `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\t${(Object.keys(TARGETS) as Target[]).map((t) => `${t} (≤${TARGETS[t]})`).join('\t')}\tCPU ms infer/rel/ft/ct/frozen\tsame ratios by CPU time\tothers\trss MB\tΔtensors`,
   );
   for (const line of table) console.log(line);
+  console.log(misses.length === 0 ? 'targets: all met' : `targets missed: ${misses.join('; ')}`);
   if (args.json) writeFileSync(args.json, JSON.stringify(rows, null, 2));
   if (backend === 'wasm') tf.removeBackend('wasm');
 }
@@ -309,6 +375,7 @@ try {
   await main();
 } catch (err) {
   // One line, not Node's report (which quotes the source line: here a minified bundle).
-  console.error(`bench:train: ${(err as Error).message}`);
-  process.exit(1);
+  const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+  console.error(`bench:train: ${(err as Error).message}${usage ? ' (see --help)' : ''}`);
+  process.exit(usage ? 2 : 1);
 }
