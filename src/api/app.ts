@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import AjvCompiler from '@fastify/ajv-compiler';
 import multipart from '@fastify/multipart';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
@@ -39,6 +40,19 @@ declare module 'fastify' {
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * Validators by part of the request: a querystring, params and headers arrive as strings and are
+ * coerced to the schema's types, but a JSON body already has its types and is checked as sent,
+ * so that `"lambda": null` is an error naming the field rather than a silent 0.
+ */
+const buildValidator: AjvCompiler.ValidatorFactory = (externalSchemas) => {
+  const pool = AjvCompiler();
+  const withCoercion = (coerceTypes: 'array' | false) =>
+    pool(externalSchemas, { customOptions: { removeAdditional: false, useDefaults: true, allErrors: true, coerceTypes } });
+  const [coercing, exact] = [withCoercion('array'), withCoercion(false)];
+  return (route) => (route.httpPart === 'body' ? exact : coercing)(route);
+};
+
 /** Build the API (routes, OpenAPI, problem+json errors). Never listens; close() releases Redis. */
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -48,7 +62,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       const incoming = req.headers['x-request-id'];
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: true }, plugins: [] },
+    schemaController: { compilersFactory: { buildValidator } },
     return503OnClosing: true,
     forceCloseConnections: true,
   }).withTypeProvider<TypeBoxTypeProvider>();

@@ -54,6 +54,17 @@ test('validation errors are problem+json naming the field', async () => {
     [body({ datasetId: 'ds_0000000000000000000000' }), 422, 'datasetId'],
     // The schema carries the core library's bounds, so this is caught at validation like any other bound.
     [body({ hyperparameters: { momentum: 0.9999 } }), 400, 'hyperparameters.momentum'],
+    // A JSON body is checked as sent: no value is converted to the schema's type (null would become 0).
+    [body({ hyperparameters: { lambda: null } }), 400, 'hyperparameters.lambda'],
+    [body({ hyperparameters: { lrTargetHead: false } }), 400, 'hyperparameters.lrTargetHead'],
+    [body({ hyperparameters: { imageSize: '64' } }), 400, 'hyperparameters.imageSize'],
+    [body({ hyperparameters: { imageSize: [64] } }), 400, 'hyperparameters.imageSize'],
+    [body({ hyperparameters: { augment: 'false' } }), 400, 'hyperparameters.augment'],
+    [body({ hyperparameters: { lrDecayAt: 0.5 } }), 400, 'hyperparameters.lrDecayAt'],
+    [body({ hyperparameters: { freezeBelow: 7 } }), 400, 'hyperparameters.freezeBelow'],
+    [body({ seed: '5' }), 400, 'seed'],
+    [body({ method: ['co-tuning'] }), 400, 'method'],
+    [body({ datasetId: null }), 400, 'datasetId'],
   ];
   for (const [payload, status, field] of cases) {
     const res = await app.inject({ method: 'POST', url: '/v1/jobs', payload });
