@@ -70,6 +70,20 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * loadConfig for a program's entry point: a bad environment is one line on stderr and exit
+ * code 2 (a usage error, as the cotune command uses it), not an uncaught error's stack.
+ */
+export function loadConfigOrExit(program: string): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${program}: ${err.message}\n`);
+    process.exit(2);
+  }
+}
+
 /** Validate the environment once; throws ConfigError naming each bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const picked: Record<string, unknown> = {};

@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'bullmq';
-import { loadConfig } from '../src/config.js';
+import { loadConfigOrExit } from '../src/config.js';
 import type { JobDataValue, JobResultValue } from '../src/contracts/jobs.js';
 import { selectBackend } from '../src/cotuning/backend/select.js';
 import { createLogger, safeRedisUrl } from '../src/logger.js';
@@ -17,7 +17,7 @@ import { beat, forget } from '../src/queue/records.js';
 import { createWorkerRedis, evictionPolicy } from '../src/queue/redis.js';
 import { newId } from '../src/storage/ids.js';
 
-const config = loadConfig();
+const config = loadConfigOrExit('cotune-worker');
 const log = createLogger(config, 'cotune-worker');
 const workerId = newId('job').replace(/^job_/, 'wkr_');
 

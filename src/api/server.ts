@@ -1,9 +1,9 @@
-import { loadConfig } from '../config.js';
+import { loadConfigOrExit } from '../config.js';
 import { createLogger, safeRedisUrl } from '../logger.js';
 import { buildApp } from './app.js';
 
 /** Entry point: config → app → listen; SIGTERM/SIGINT close gracefully within the shutdown timeout. */
-const config = loadConfig();
+const config = loadConfigOrExit('cotune-api');
 const log = createLogger(config, 'cotune-api');
 const app = await buildApp(config);
 
