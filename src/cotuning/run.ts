@@ -73,6 +73,15 @@ async function prepare(options: RunOptions, hooks: RunHooks): Promise<RunContext
   progress(hooks, 'loading', 0, { message: 'reading dataset and model' });
   const inspection = inspectModelJson(await readModelJson(options.modelDir), hp.headLayer);
   const imageSize = resolveImageSize(inspection, hp.imageSize);
+  // Before the data is read: a layer that cannot cut the network fails now, not after decoding.
+  if (hp.freezeBelow) {
+    const net = await buildNet(options.modelDir, { numClasses: 1, imageSize, headLayer: hp.headLayer, seed: options.seed });
+    try {
+      checkFreezeBelow(net, hp.freezeBelow);
+    } finally {
+      disposeNet(net);
+    }
+  }
   const index = await indexDataset(options.dataPath, options.seed);
   for (const r of index.rejected) hooks.log?.(`data: skipped ${r.path}: ${r.reason}`);
   const plan = planSplits(index, { seed: options.seed, samplingRate: hp.samplingRate, valFraction: hp.valFraction });
@@ -213,8 +222,6 @@ async function runMethod(
     seed: ctx.options.seed,
   });
   try {
-    // Before the relationship, which is wasted work when the run cannot train.
-    if (hp.freezeBelow) checkFreezeBelow(net, hp.freezeBelow);
     let rel: RelationshipResult | undefined;
     if (method === 'co-tuning') {
       progress(hooks, 'relationship', at(0), { method, message: `estimating the ${hp.relationship} relationship` });

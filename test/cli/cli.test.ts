@@ -46,10 +46,11 @@ test('bad flags and unreadable inputs: one clear line, exit code 2', () => {
   }
 });
 
-test('a freezeBelow layer that is not in the model fails before the relationship is estimated', () => {
+test('a freezeBelow layer that is not in the model fails before the data is read', () => {
   const out = `/tmp/cotune-cli-freeze-${process.pid}`;
   const r = cotune('train', '--method', 'co-tuning', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', out, '--image-size', '32', '--sampling-rate', '0.1', '--iterations', '1', '--freeze-below', 'conv_dw_99');
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /hyperparameters\.freezeBelow: no layer named "conv_dw_99"/);
   assert.doesNotMatch(r.stdout + r.stderr, /relationship/, 'the relationship was estimated first');
+  assert.doesNotMatch(r.stdout + r.stderr, /data: \d+ classes|decoding/, 'the data was read first');
 });
