@@ -48,7 +48,7 @@ const USAGE = `Usage: npm run bench:train -- [options]
   --steps N          timed rounds per size, ${MIN_ROUNDS}-1000 (default 20)
   --batch N          images per step, 1-256 (default 32)
   --backend NAME     wasm or cpu (default wasm)
-  --threads N        XNNPACK threads of the WASM backend, 1-${MAX_WASM_THREADS} (default ${defaultWasmThreads()} here)
+  --threads N        XNNPACK threads of the WASM backend, 1-${MAX_WASM_THREADS} (default $COTUNE_WASM_THREADS, else ${defaultWasmThreads()} here)
   --json PATH        also write the rows as a JSON array
   --profile          list the kernels of one fine-tune and one co-tuning step per size
   --walls            print every round's time
@@ -69,7 +69,7 @@ function readOptions() {
     options: {
       model: { type: 'string', default: DEFAULT_MODEL_DIR },
       backend: { type: 'string', default: 'wasm' },
-      threads: { type: 'string', default: String(defaultWasmThreads()) },
+      threads: { type: 'string', default: process.env.COTUNE_WASM_THREADS?.trim() || String(defaultWasmThreads()) },
       sizes: { type: 'string', default: '96,128,224' },
       batch: { type: 'string', default: '32' },
       steps: { type: 'string', default: '20' },
@@ -85,6 +85,14 @@ function readOptions() {
     process.exit(0);
   }
   if (values.backend !== 'wasm' && values.backend !== 'cpu') throw new UsageError(`--backend ${JSON.stringify(values.backend)}: wasm or cpu`);
+  if (values.json !== undefined) {
+    // Written now so that a path that cannot be written fails before minutes of measuring.
+    try {
+      writeFileSync(values.json, '[]');
+    } catch (err) {
+      throw new UsageError(`--json ${JSON.stringify(values.json)}: cannot write there (${(err as Error).message})`);
+    }
+  }
   if (!existsSync(join(values.model, 'model.json'))) {
     throw new UsageError(`--model ${values.model}: no model.json there (give --model DIR or set COTUNE_SHARED_DATA to the shared data folder)`);
   }
