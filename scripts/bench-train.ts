@@ -203,12 +203,36 @@ function pairedRatio(a: Timing, b: Timing): { median: number; low: number; high:
 const TARGETS = { 'ft/infer': 4, 'ct/ft': 1.03, 'rel/infer': 1.1 } as const;
 type Target = keyof typeof TARGETS;
 
-/** A ratio as "median (low–high) ✓", ✗ where the median misses its target (listed in `misses`). */
-function showRatio(target: Target, a: Timing, b: Timing, digits: number, misses: string[], size: number): string {
+/** Where the paired ratios of each size stand against the targets. */
+interface Verdicts {
+  /** The interval lies above the target: a miss beyond this run's noise. */
+  missed: string[];
+  /** The median is above the target but the interval reaches below it. */
+  withinNoise: string[];
+}
+
+/**
+ * A ratio as "median (low–high) mark": ✓ when the median meets the target, ≈ when only the
+ * confidence interval reaches it, ✗ when the whole interval lies above it.
+ */
+function showRatio(target: Target, a: Timing, b: Timing, digits: number, verdicts: Verdicts, size: number): string {
   const { median, low, high } = pairedRatio(a, b);
-  const met = median <= TARGETS[target];
-  if (!met) misses.push(`${size} px ${target} ${median.toFixed(digits)} > ${TARGETS[target]}`);
-  return `${median.toFixed(digits)} (${low.toFixed(digits)}–${high.toFixed(digits)}) ${met ? '✓' : '✗'}`;
+  const bound = TARGETS[target];
+  const what = `${size} px ${target} ${median.toFixed(digits)} (${low.toFixed(digits)}–${high.toFixed(digits)}) > ${bound}`;
+  if (low > bound) verdicts.missed.push(what);
+  else if (median > bound) verdicts.withinNoise.push(what);
+  const mark = median <= bound ? '✓' : low <= bound ? '≈' : '✗';
+  return `${median.toFixed(digits)} (${low.toFixed(digits)}–${high.toFixed(digits)}) ${mark}`;
+}
+
+/**
+ * a's and b's time at the same low quantile of their rounds (the fastest quarter by default).
+ * Interference from other processes only ever slows a call down, so the fast rounds are the
+ * least disturbed: a second estimate of the ratio, steadier than the paired median on a busy host.
+ */
+function quantileRatio(a: Timing, b: Timing, q = 0.25): number {
+  const at = (t: Timing): number => [...t.walls].sort((p, r) => p - r)[Math.floor(q * (t.walls.length - 1))];
+  return at(a) / at(b);
 }
 
 /** Multiply-accumulates per image of the backbone (+ dense heads), from the built layers. */
@@ -275,7 +299,7 @@ async function main(): Promise<void> {
   if (!args.stock) await registerFastGradients(backend);
   const rows: Row[] = [];
   const table: string[] = [];
-  const misses: string[] = [];
+  const verdicts: Verdicts = { missed: [], withinNoise: [] };
   for (const size of args.sizes) {
     const net = await buildNet(args.model, { numClasses: TARGET_CLASSES, imageSize: size, seed: 1 });
     const full = await loadLayersModel(args.model, size);
@@ -351,11 +375,12 @@ async function main(): Promise<void> {
         row.inferImgPerSec.toFixed(0),
         row.fineTuneImgPerSec.toFixed(1),
         row.gflops.toFixed(2),
-        showRatio('ft/infer', ft, inf, 2, misses, size),
-        showRatio('ct/ft', ct, ft, 3, misses, size),
-        showRatio('rel/infer', rel, inf, 3, misses, size),
+        showRatio('ft/infer', ft, inf, 2, verdicts, size),
+        showRatio('ct/ft', ct, ft, 3, verdicts, size),
+        showRatio('rel/infer', rel, inf, 3, verdicts, size),
         [inf, rel, ft, ct, pt].map((t) => (t.cpu * 1000).toFixed(0)).join('/'),
         `${(ft.cpu / inf.cpu).toFixed(2)}/${(ct.cpu / ft.cpu).toFixed(3)}/${(rel.cpu / inf.cpu).toFixed(3)}`,
+        `${quantileRatio(ft, inf).toFixed(2)}/${quantileRatio(ct, ft).toFixed(3)}/${quantileRatio(rel, inf).toFixed(3)}`,
         others.toFixed(2),
         row.peakRssMb.toFixed(0),
         leak,
@@ -369,12 +394,17 @@ async function main(): Promise<void> {
   console.log(
     `backend=${backend} threads=${backend === 'wasm' ? getThreadsCount() : 1} batch=${batch} fastGradients=${!args.stock} fusedMultiplyAdd=${fma} loadavg=${readFileSync('/proc/loadavg', 'utf8').trim()}`,
   );
-  console.log(`ratios: median over ${steps} rounds of the per-round ratio (95 % confidence interval of that median), ✓ or ✗ against the target (≤x)`);
   console.log(
-    `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\t${(Object.keys(TARGETS) as Target[]).map((t) => `${t} (≤${TARGETS[t]})`).join('\t')}\tCPU ms infer/rel/ft/ct/frozen\tsame ratios by CPU time\tothers\trss MB\tΔtensors`,
+    `ratios: median over ${steps} rounds of the per-round ratio (95 % confidence interval of that median); against the target (≤x): ✓ median within, ≈ interval reaches it, ✗ interval above it`,
+  );
+  console.log(
+    `size\tinfer ms\trel ms\tft ms\tct ms\tft freezeBelow=${FREEZE_BELOW} ms\tinfer img/s\tft img/s\tGFLOP/s\t${(Object.keys(TARGETS) as Target[]).map((t) => `${t} (≤${TARGETS[t]})`).join('\t')}\tCPU ms infer/rel/ft/ct/frozen\tsame ratios by CPU time\tsame ratios of the fastest quarters\tothers\trss MB\tΔtensors`,
   );
   for (const line of table) console.log(line);
-  console.log(misses.length === 0 ? 'targets: all met' : `targets missed: ${misses.join('; ')}`);
+  const { missed, withinNoise } = verdicts;
+  if (missed.length + withinNoise.length === 0) console.log('targets: all met');
+  if (withinNoise.length > 0) console.log(`targets met only within this run's noise (more --steps narrow the interval): ${withinNoise.join('; ')}`);
+  if (missed.length > 0) console.log(`targets missed: ${missed.join('; ')}`);
   if (args.json) writeFileSync(args.json, JSON.stringify(rows, null, 2));
   if (backend === 'wasm') tf.removeBackend('wasm');
 }
