@@ -37,9 +37,12 @@ export interface CliArgs {
   hyperparameters: Partial<Hyperparameters>;
 }
 
+/** A decimal number as people write one (1e-3, .5, -2); Number() alone would also take 0x10 and 0b1. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
 function toNumber(flag: string, raw: string): number {
   const value = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(value)) throw new UsageError(`--${flag} expects a number (got "${raw}")`);
+  if (!DECIMAL.test(raw) || !Number.isFinite(value)) throw new UsageError(`--${flag} expects a number (got "${raw}")`);
   return value;
 }
 

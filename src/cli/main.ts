@@ -39,6 +39,9 @@ Hyperparameters (defaults in parentheses):
 Exit codes: 0 success, 1 failure, 2 bad flags or unreadable input, 130 interrupted.
 `;
 
+/** The largest seed a job accepts (src/contracts/jobs.ts). */
+const MAX_SEED = 2 ** 31 - 1;
+
 function requireFlag(args: CliArgs, name: string): string {
   const value = args.values[name];
   if (typeof value !== 'string' || value === '') throw new UsageError(`--${name} is required (see cotune --help)`);
@@ -103,7 +106,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const seedRaw = (args.values.seed as string | undefined) ?? '0';
   const seed = Number(seedRaw);
-  if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed expects a non-negative integer (got "${seedRaw}")`);
+  // Digits only, and within the API's range, so that a run can be repeated as a job.
+  if (!/^\d+$/.test(seedRaw) || seed > MAX_SEED) throw new UsageError(`--seed expects a whole number from 0 to ${MAX_SEED} (got "${seedRaw}")`);
   if (args.command === 'train' && args.values.method === undefined) throw new UsageError('--method is required for train: co-tuning or fine-tune');
   let method = args.command === 'compare' ? 'compare' : ((args.values.method as string | undefined) ?? 'co-tuning');
   if (args.command === 'train' && method !== 'co-tuning' && method !== 'fine-tune') throw new UsageError(`--method must be co-tuning or fine-tune (got "${method}")`);

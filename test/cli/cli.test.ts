@@ -37,6 +37,9 @@ test('bad flags and unreadable inputs: one clear line, exit code 2', () => {
     [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--threads', '0'], /--threads expects an integer from 1 to 8/],
     [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--threads', '0x2'], /--threads expects an integer from 1 to 8/],
     [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--threads', '2 '], /--threads expects an integer from 1 to 8/],
+    // Numbers as people write them: no hex, and seeds a job would accept too.
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--image-size', '0x20'], /--image-size expects a number/],
+    [['compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', '/tmp/x', '--seed', '4294967296'], /--seed expects a whole number from 0 to 2147483647/],
   ];
   for (const [args, pattern] of cases) {
     const r = cotune(...args);
