@@ -199,7 +199,7 @@ function pairedRatio(a: Timing, b: Timing): { median: number; low: number; high:
   };
 }
 
-/** The targets: each ratio's median must not exceed its bound. */
+/** The targets of the three ratios: each ratio's median must not exceed its bound. */
 const TARGETS = { 'ft/infer': 4, 'ct/ft': 1.03, 'rel/infer': 1.1 } as const;
 type Target = keyof typeof TARGETS;
 

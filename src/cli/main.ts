@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { access, mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { BACKEND_PREFERENCE, InvalidInputError, MAX_WASM_THREADS, defaultWasmThreads, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
+import { MAX_SEED } from '../contracts/jobs.js';
 import { parseCli, UsageError, type CliArgs } from './args.js';
 import { createProgressPrinter } from './progress.js';
 
@@ -38,9 +39,6 @@ Hyperparameters (defaults in parentheses):
 
 Exit codes: 0 success, 1 failure, 2 bad flags or unreadable input, 130 interrupted.
 `;
-
-/** The largest seed a job accepts (src/contracts/jobs.ts). */
-const MAX_SEED = 2 ** 31 - 1;
 
 function requireFlag(args: CliArgs, name: string): string {
   const value = args.values[name];

@@ -19,13 +19,16 @@ export const JobPhase = Type.Union(
   { $id: 'JobPhase' },
 );
 
+/** The largest seed a job (and the cotune command) accepts. */
+export const MAX_SEED = 2 ** 31 - 1;
+
 export const CreateJob = Type.Object(
   {
     datasetId: Type.String({ maxLength: 64 }),
     modelId: Type.String({ maxLength: 64 }),
     method: method(),
     hyperparameters: Type.Optional(ref(HyperparametersInput)),
-    seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 0, description: 'Seeds the split, initialisation and augmentation.' })),
+    seed: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_SEED, default: 0, description: 'Seeds the split, initialisation and augmentation.' })),
   },
   { $id: 'CreateJob', additionalProperties: false },
 );
