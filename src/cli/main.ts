@@ -85,17 +85,14 @@ async function main(argv: string[]): Promise<number> {
   const outDir = resolve(requireFlag(args, 'out'));
   await checkReadable(join(modelDir, 'model.json'), 'model', 'any');
   await checkReadable(dataPath, 'data', 'any');
-  // Fail before training, not after, when the output folder cannot be created.
-  try {
-    await mkdir(outDir, { recursive: true });
-    await access(outDir, constants.W_OK);
-  } catch {
-    throw new UsageError(`--out ${outDir}: cannot create or write this folder`);
-  }
   const backend = (args.values.backend as string | undefined) ?? process.env.COTUNE_TF_BACKEND;
   if (backend && !(BACKEND_PREFERENCE as readonly string[]).includes(backend)) {
-    throw new UsageError(`--backend must be one of ${BACKEND_PREFERENCE.join(', ')} (got "${backend}")`);
+    const source = args.values.backend !== undefined ? '--backend' : 'COTUNE_TF_BACKEND';
+    throw new UsageError(`${source} must be one of ${BACKEND_PREFERENCE.join(', ')} (got "${backend}")`);
   }
+  // Checked here for every backend, as the service checks it at start-up (the kernels read it later).
+  const fma = process.env.COTUNE_WASM_FMA;
+  if (fma !== undefined && !['', '0', '1'].includes(fma.trim())) throw new UsageError(`COTUNE_WASM_FMA must be 0, 1 or empty (got "${fma}")`);
   const threadsRaw = (args.values.threads as string | undefined) ?? (process.env.COTUNE_WASM_THREADS || String(defaultWasmThreads()));
   const wasmThreads = /^[0-9]+$/.test(threadsRaw) ? Number(threadsRaw) : NaN;
   if (!Number.isInteger(wasmThreads) || wasmThreads < 1 || wasmThreads > MAX_WASM_THREADS) {
@@ -113,6 +110,13 @@ async function main(argv: string[]): Promise<number> {
   resolveHyperparameters(args.hyperparameters);
   const sourceClassNamesPath = args.values['source-classes'] as string | undefined;
   if (sourceClassNamesPath) await checkReadable(sourceClassNamesPath, 'source-classes', 'any');
+  // Last of the checks, so that a bad flag leaves no folder behind; before training, not after.
+  try {
+    await mkdir(outDir, { recursive: true });
+    await access(outDir, constants.W_OK);
+  } catch {
+    throw new UsageError(`--out ${outDir}: cannot create or write this folder`);
+  }
 
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort('interrupted'));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { MOBILENET_DIR, FLOWERS_DIR } from '../helpers/shared-data.js';
@@ -46,6 +47,25 @@ test('bad flags and unreadable inputs: one clear line, exit code 2', () => {
     assert.equal(r.code, 2, `${args.join(' ')} → exit ${r.code}: ${r.stderr}`);
     assert.equal(r.stderr.split('\n').length, 1, `more than one line: ${r.stderr}`);
     assert.match(r.stderr, pattern);
+  }
+});
+
+test('a bad COTUNE_WASM_FMA or COTUNE_TF_BACKEND is named, exit code 2, on any backend, and no --out folder is left', () => {
+  const out = `/tmp/cotune-cli-env-${process.pid}`;
+  const run = (env: Record<string, string>, ...extra: string[]) =>
+    spawnSync(process.execPath, [BIN, 'compare', '--model', MOBILENET_DIR, '--data', FLOWERS_DIR, '--out', out, ...extra], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, ...env },
+    });
+  for (const [env, extra, pattern] of [
+    [{ COTUNE_WASM_FMA: 'yes' }, ['--backend', 'cpu'], /^cotune: COTUNE_WASM_FMA must be 0, 1 or empty \(got "yes"\)$/],
+    [{ COTUNE_TF_BACKEND: 'quantum' }, [], /^cotune: COTUNE_TF_BACKEND must be one of/],
+  ] as [Record<string, string>, string[], RegExp][]) {
+    const r = run(env, ...extra);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr.trim(), pattern);
+    assert.equal(existsSync(out), false, 'the --out folder was created');
   }
 });
 
