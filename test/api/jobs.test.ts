@@ -100,6 +100,9 @@ test('job list: newest first, cursor pagination, status filter', async () => {
   const filtered = (await app.inject({ url: '/v1/jobs?status=cancelled&limit=10' })).json();
   assert.deepEqual(filtered.items.map((j: { id: string }) => j.id), [ids[1]]);
   assert.equal(filtered.nextCursor, null);
+  const garbage = await app.inject({ url: '/v1/jobs?after=garbage' });
+  assert.equal(garbage.statusCode, 400, garbage.body);
+  assert.equal(garbage.json().errors[0].field, 'after');
 });
 
 test('cancel of a queued job: removed from the queue, cancelled, idempotent', async () => {
