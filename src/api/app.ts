@@ -89,6 +89,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   for (const schema of componentSchemas) app.addSchema(schema);
   registerProblemHandlers(app);
+  // Bodies are JSON or multipart only: a text/plain body is an unsupported media type (415), not a malformed object.
+  app.removeContentTypeParser('text/plain');
   await app.register(multipart, { limits: { fileSize: Math.max(config.limits.datasetBytes, config.limits.modelBytes), files: 1000, parts: 1100, fields: 10 } });
   await registerSwagger(app, VERSION);
 

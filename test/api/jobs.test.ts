@@ -87,6 +87,12 @@ test('unknown ids and routes are 404 problem+json; the request id is echoed', as
   }
 });
 
+test('a body that is neither JSON nor multipart is 415 problem+json, text/plain too', async () => {
+  const res = await app.inject({ method: 'POST', url: '/v1/jobs', headers: { 'content-type': 'text/plain' }, payload: JSON.stringify(body()) });
+  assert.equal(res.statusCode, 415, res.body);
+  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+});
+
 test('job list: newest first, cursor pagination, status filter', async () => {
   const ids: string[] = [];
   for (let i = 0; i < 3; i++) ids.push((await app.inject({ method: 'POST', url: '/v1/jobs', payload: body({ seed: 100 + i }) })).json().id);
