@@ -639,7 +639,7 @@ export type ListJobsData = {
     query?: {
         limit?: number;
         /**
-         * Cursor: `nextCursor` of the previous page.
+         * Cursor: `nextCursor` of the previous page (a job id).
          */
         after?: string;
         status?: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';

@@ -137,8 +137,7 @@ export const JobPage = Type.Object(
 export const JobListQuery = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
-    // A cursor is a job id: anything else would page from a place no job sorts at (an empty, final-looking page).
-    after: Type.Optional(Id('Cursor: `nextCursor` of the previous page.')),
+    after: Type.Optional(Type.String({ maxLength: 64, description: 'Cursor: `nextCursor` of the previous page (a job id).' })),
     status: Type.Optional(Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed'), Type.Literal('cancelled')])),
   },
   { additionalProperties: false },

@@ -106,9 +106,12 @@ test('job list: newest first, cursor pagination, status filter', async () => {
   const filtered = (await app.inject({ url: '/v1/jobs?status=cancelled&limit=10' })).json();
   assert.deepEqual(filtered.items.map((j: { id: string }) => j.id), [ids[1]]);
   assert.equal(filtered.nextCursor, null);
-  const garbage = await app.inject({ url: '/v1/jobs?after=garbage' });
-  assert.equal(garbage.statusCode, 400, garbage.body);
-  assert.equal(garbage.json().errors[0].field, 'after');
+  // Only a job id is a cursor: a dataset id or another string would page from where no job sorts.
+  for (const after of ['garbage', 'ds_000000000000000000000', 'job_00000000']) {
+    const res = await app.inject({ url: `/v1/jobs?after=${after}` });
+    assert.equal(res.statusCode, 400, `${after}: ${res.body}`);
+    assert.equal(res.json().errors[0].field, 'after');
+  }
 });
 
 test('cancel of a queued job: removed from the queue, cancelled, idempotent', async () => {

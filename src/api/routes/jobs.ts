@@ -6,7 +6,7 @@ import { ArtifactList, CreateJob, EventPage, EventQuery, Job, JobListQuery, JobP
 import { resolveHyperparameters } from '../../cotuning/inspect.js';
 import type { JobRecord } from '../../queue/records.js';
 import { enqueueTraining } from '../../queue/training-queue.js';
-import { newId } from '../../storage/ids.js';
+import { isId, newId } from '../../storage/ids.js';
 import type { ApiContext } from '../context.js';
 import { artifactHref, snapshot, toJobView } from '../job-view.js';
 import { HttpProblem, invalid, notFound } from '../problem.js';
@@ -145,6 +145,8 @@ export function jobRoutes(ctx: ApiContext, hub: EventHub): FastifyPluginAsyncTyp
       },
       async (request) => {
         const { after, status } = request.query;
+        // Any other cursor would page from where no job sorts: an empty page that reads as the end of the list.
+        if (after !== undefined && !isId('job', after)) throw invalid('after', 'must be the nextCursor of an earlier page (a job id)', 400);
         const limit = request.query.limit ?? 20;
         const items: JobValue[] = [];
         let cursor = after;
