@@ -37,8 +37,8 @@ const TARGET_CLASSES = 100;
 const LAMBDA = DEFAULT_HYPERPARAMETERS.lambda;
 /** MobileNet needs 32 px to keep one pixel after its five stride-2 layers; 512 px is 5x the work of 224. */
 const [MIN_SIZE, MAX_SIZE] = [32, 512];
-/** Fewer rounds give no confidence interval of a median worth printing. */
-const MIN_ROUNDS = 3;
+/** Fewer rounds give no 95 % confidence interval of a median (6: min to max covers 96.9 %). */
+const MIN_ROUNDS = 6;
 
 const USAGE = `Usage: npm run bench:train -- [options]
 
@@ -47,7 +47,7 @@ const USAGE = `Usage: npm run bench:train -- [options]
   --sizes LIST       input sizes in px, comma-separated, each ${MIN_SIZE}-${MAX_SIZE} (default 96,128,224)
   --steps N          timed rounds per size, ${MIN_ROUNDS}-1000 (default 20)
   --batch N          images per step, 1-256 (default 32)
-  --backend NAME     wasm or cpu (default wasm)
+  --backend NAME     wasm or cpu (default $COTUNE_TF_BACKEND, else wasm)
   --threads N        XNNPACK threads of the WASM backend, 1-${MAX_WASM_THREADS} (default $COTUNE_WASM_THREADS, else ${defaultWasmThreads()} here)
   --json PATH        also write the rows as a JSON array
   --profile          list the kernels of one fine-tune and one co-tuning step per size
@@ -59,17 +59,25 @@ const USAGE = `Usage: npm run bench:train -- [options]
 /** A bad option: one line and exit code 2, as the cotune command does. */
 class UsageError extends Error {}
 
+/** `name` is the flag, or the environment variable the default came from. */
 function integerOption(name: string, value: string, min: number, max: number): number {
-  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) throw new UsageError(`--${name} ${JSON.stringify(value)}: a whole number from ${min} to ${max}`);
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) throw new UsageError(`${name} ${JSON.stringify(value)}: a whole number from ${min} to ${max}`);
   return Number(value);
+}
+
+/** A flag's value, else a non-blank environment variable's (as the service reads it), else the default; with where it came from. */
+function flagOrEnv(flag: string | undefined, variable: string, fallback: string): [value: string, source: string] {
+  if (flag !== undefined) return [flag, `--${variable === 'COTUNE_TF_BACKEND' ? 'backend' : 'threads'}`];
+  const env = process.env[variable]?.trim();
+  return env ? [env, variable] : [fallback, 'default'];
 }
 
 function readOptions() {
   const { values } = parseArgs({
     options: {
       model: { type: 'string', default: DEFAULT_MODEL_DIR },
-      backend: { type: 'string', default: 'wasm' },
-      threads: { type: 'string', default: process.env.COTUNE_WASM_THREADS?.trim() || String(defaultWasmThreads()) },
+      backend: { type: 'string' },
+      threads: { type: 'string' },
       sizes: { type: 'string', default: '96,128,224' },
       batch: { type: 'string', default: '32' },
       steps: { type: 'string', default: '20' },
@@ -84,7 +92,12 @@ function readOptions() {
     console.log(USAGE);
     process.exit(0);
   }
-  if (values.backend !== 'wasm' && values.backend !== 'cpu') throw new UsageError(`--backend ${JSON.stringify(values.backend)}: wasm or cpu`);
+  const [backend, backendSource] = flagOrEnv(values.backend, 'COTUNE_TF_BACKEND', 'wasm');
+  if (backend !== 'wasm' && backend !== 'cpu') throw new UsageError(`${backendSource} ${JSON.stringify(backend)}: wasm or cpu`);
+  const [threads, threadsSource] = flagOrEnv(values.threads, 'COTUNE_WASM_THREADS', String(defaultWasmThreads()));
+  // The kernels read it when they load; checked here so that a typo is a usage error, as in the service.
+  const fma = process.env.COTUNE_WASM_FMA;
+  if (fma !== undefined && !['', '0', '1'].includes(fma.trim())) throw new UsageError(`COTUNE_WASM_FMA ${JSON.stringify(fma)}: 0, 1 or empty`);
   if (values.json !== undefined) {
     // Written now so that a path that cannot be written fails before minutes of measuring.
     try {
@@ -96,12 +109,15 @@ function readOptions() {
   if (!existsSync(join(values.model, 'model.json'))) {
     throw new UsageError(`--model ${values.model}: no model.json there (give --model DIR or set COTUNE_SHARED_DATA to the shared data folder)`);
   }
+  const sizes = values.sizes.split(',').map((size) => integerOption('--sizes', size.trim(), MIN_SIZE, MAX_SIZE));
+  if (new Set(sizes).size !== sizes.length) throw new UsageError(`--sizes ${JSON.stringify(values.sizes)}: each size once`);
   return {
     ...values,
-    threads: integerOption('threads', values.threads, 1, MAX_WASM_THREADS),
-    sizes: values.sizes.split(',').map((size) => integerOption('sizes', size.trim(), MIN_SIZE, MAX_SIZE)),
-    batch: integerOption('batch', values.batch, 1, 256),
-    steps: integerOption('steps', values.steps, MIN_ROUNDS, 1000),
+    backend,
+    threads: integerOption(threadsSource, threads, 1, MAX_WASM_THREADS),
+    sizes,
+    batch: integerOption('--batch', values.batch, 1, 256),
+    steps: integerOption('--steps', values.steps, MIN_ROUNDS, 1000),
   };
 }
 
@@ -182,21 +198,36 @@ function timeAll(fns: (() => void)[], rounds: number): { timings: Timing[]; tens
 }
 
 /**
+ * How many of n sorted values to leave out at each end for a 95 % confidence interval of their
+ * median. With t left out, [x(t+1), x(n−t)] (1-based) misses the median when at most t values
+ * fall on one side of it, with probability 2·P(Binomial(n, ½) ≤ t): t is the largest count
+ * with P(Binomial(n, ½) ≤ t) ≤ 2.5 % (exact, not the normal approximation; 20 values: t = 5,
+ * 95.9 %). Below 6 values not even the whole range covers 95 %.
+ */
+function medianTrim(n: number): number {
+  let term = 0.5 ** n; // P(Binomial(n, ½) = k)
+  let atMost = term; // P(Binomial(n, ½) ≤ k)
+  let k = 0;
+  while (atMost <= 0.025) {
+    term *= (n - k) / (k + 1);
+    k++;
+    atMost += term;
+  }
+  // P(≤ k − 1) ≤ 2.5 % < P(≤ k).
+  return Math.max(0, k - 1);
+}
+
+/**
  * Median over rounds of a's time / b's time in the same round: the two blocks ran close
  * together, so the ratio holds while the machine's speed drifts (shared cores, clock changes).
- * Also a 95 % confidence interval of that median (order statistics n/2 ∓ 0.98·√n, from the
- * normal approximation of the binomial), so a reader can tell a miss from noise.
+ * Also a 95 % confidence interval of that median, so a reader can tell a miss from noise.
  */
 function pairedRatio(a: Timing, b: Timing): { median: number; low: number; high: number } {
   const ratios = a.walls.map((w, r) => w / b.walls[r]).sort((p, q) => p - q);
   const n = ratios.length;
   const mid = n >> 1;
-  const spread = 0.98 * Math.sqrt(n);
-  return {
-    median: n % 2 === 1 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2,
-    low: ratios[Math.max(0, Math.floor(n / 2 - spread) - 1)],
-    high: ratios[Math.min(n - 1, Math.ceil(n / 2 + spread) - 1)],
-  };
+  const trim = medianTrim(n);
+  return { median: n % 2 === 1 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2, low: ratios[trim], high: ratios[n - 1 - trim] };
 }
 
 /** The targets of the three ratios: each ratio's median must not exceed its bound. */
