@@ -43,6 +43,11 @@ test('Idempotency-Key: a repeat returns the same job, a different body is 422', 
   assert.match(String(other.headers['content-type']), /^application\/problem\+json/);
   assert.equal(other.json().errors[0].field, 'header idempotency-key');
   assert.deepEqual(await app.cotune.queue.getJobCounts('waiting'), queued, 'nothing new was queued');
+  // Two keys in one request are refused, not joined into a third key "a, b".
+  const twice = await app.inject({ method: 'POST', url: '/v1/jobs', headers: { 'idempotency-key': ['k-a', 'k-b'] as unknown as string }, payload: body({ seed: 3 }) });
+  assert.equal(twice.statusCode, 400, twice.body);
+  assert.equal(twice.json().errors[0].field, 'header idempotency-key');
+  assert.deepEqual(await app.cotune.queue.getJobCounts('waiting'), queued, 'nothing new was queued');
 });
 
 test('validation errors are problem+json naming the field', async () => {

@@ -72,6 +72,9 @@ export function jobRoutes(ctx: ApiContext, hub: EventHub): FastifyPluginAsyncTyp
         },
       },
       async (request, reply) => {
+        // Node joins a repeated header with ", ": two keys would silently become a third.
+        const keyHeaders = request.raw.rawHeaders.filter((name, i) => i % 2 === 0 && name.toLowerCase() === 'idempotency-key').length;
+        if (keyHeaders > 1) throw invalid('header idempotency-key', 'send one Idempotency-Key header, not several', 400);
         const body = request.body;
         const [dataset, model] = await Promise.all([ctx.records.getDataset(body.datasetId), ctx.records.getModel(body.modelId)]);
         const errors: { field: string; message: string }[] = [];
