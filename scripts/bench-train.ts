@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { registerFastGradients } from '../src/cotuning/backend/gradients.js';
+import { fusedMultiplyAddSetting } from '../src/cotuning/backend/wasm-fma.js';
 import { wasmKernels } from '../src/cotuning/backend/wasm-kernels.js';
 import { MAX_WASM_THREADS, defaultWasmThreads, setWasmBackend } from '../src/cotuning/backend/wasm-threads.js';
 import { DEFAULT_HYPERPARAMETERS } from '../src/cotuning/hyperparameters.js';
@@ -66,8 +67,8 @@ function integerOption(name: string, value: string, min: number, max: number): n
 }
 
 /** A flag's value, else a non-blank environment variable's (as the service reads it), else the default; with where it came from. */
-function flagOrEnv(flag: string | undefined, variable: string, fallback: string): [value: string, source: string] {
-  if (flag !== undefined) return [flag, `--${variable === 'COTUNE_TF_BACKEND' ? 'backend' : 'threads'}`];
+function flagOrEnv(value: string | undefined, flag: string, variable: string, fallback: string): [value: string, source: string] {
+  if (value !== undefined) return [value, flag];
   const env = process.env[variable]?.trim();
   return env ? [env, variable] : [fallback, 'default'];
 }
@@ -92,12 +93,15 @@ function readOptions() {
     console.log(USAGE);
     process.exit(0);
   }
-  const [backend, backendSource] = flagOrEnv(values.backend, 'COTUNE_TF_BACKEND', 'wasm');
+  const [backend, backendSource] = flagOrEnv(values.backend, '--backend', 'COTUNE_TF_BACKEND', 'wasm');
   if (backend !== 'wasm' && backend !== 'cpu') throw new UsageError(`${backendSource} ${JSON.stringify(backend)}: wasm or cpu`);
-  const [threads, threadsSource] = flagOrEnv(values.threads, 'COTUNE_WASM_THREADS', String(defaultWasmThreads()));
+  const [threads, threadsSource] = flagOrEnv(values.threads, '--threads', 'COTUNE_WASM_THREADS', String(defaultWasmThreads()));
   // The kernels read it when they load; checked here so that a typo is a usage error, as in the service.
-  const fma = process.env.COTUNE_WASM_FMA;
-  if (fma !== undefined && !['', '0', '1'].includes(fma.trim())) throw new UsageError(`COTUNE_WASM_FMA ${JSON.stringify(fma)}: 0, 1 or empty`);
+  try {
+    fusedMultiplyAddSetting();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   if (values.json !== undefined) {
     // Written now so that a path that cannot be written fails before minutes of measuring.
     try {

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { BACKEND_PREFERENCE, InvalidInputError, MAX_WASM_THREADS, defaultWasmThreads, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
+import { BACKEND_PREFERENCE, InvalidInputError, MAX_WASM_THREADS, defaultWasmThreads, fusedMultiplyAddSetting, resolveHyperparameters, runJob, runRelationship, type RunResult } from '../cotuning/index.js';
 import { MAX_SEED } from '../contracts/jobs.js';
 import { parseCli, UsageError, type CliArgs } from './args.js';
 import { createProgressPrinter } from './progress.js';
@@ -91,8 +91,11 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`${source} must be one of ${BACKEND_PREFERENCE.join(', ')} (got "${backend}")`);
   }
   // Checked here for every backend, as the service checks it at start-up (the kernels read it later).
-  const fma = process.env.COTUNE_WASM_FMA;
-  if (fma !== undefined && !['', '0', '1'].includes(fma.trim())) throw new UsageError(`COTUNE_WASM_FMA must be 0, 1 or empty (got "${fma}")`);
+  try {
+    fusedMultiplyAddSetting();
+  } catch {
+    throw new UsageError(`COTUNE_WASM_FMA must be 0, 1 or empty (got "${process.env.COTUNE_WASM_FMA}")`);
+  }
   const threadsRaw = (args.values.threads as string | undefined) ?? (process.env.COTUNE_WASM_THREADS || String(defaultWasmThreads()));
   const wasmThreads = /^[0-9]+$/.test(threadsRaw) ? Number(threadsRaw) : NaN;
   if (!Number.isInteger(wasmThreads) || wasmThreads < 1 || wasmThreads > MAX_WASM_THREADS) {

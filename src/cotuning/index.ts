@@ -6,6 +6,7 @@ export * from './types.js';
 export { runJob, runRelationship } from './run.js';
 export { selectBackend, currentBackend, BACKEND_PREFERENCE, type BackendInfo } from './backend/select.js';
 export { MAX_WASM_THREADS, defaultWasmThreads } from './backend/wasm-threads.js';
+export { fusedMultiplyAddSetting } from './backend/wasm-fma.js';
 export { scanDataset, indexDataset, planSplits, type DatasetIndex, type SplitPlan } from './dataset.js';
 export { inspectModel } from './inspect.js';
 export { DEFAULT_HYPERPARAMETERS, resolveHyperparameters } from './hyperparameters.js';

@@ -64,14 +64,22 @@ const validate = (binary: Uint8Array): boolean =>
 
 let available: boolean | undefined;
 
-/** Whether our kernels can use relaxed_madd here (enabling Node 20's flag for it once). */
-export function fusedMultiplyAddAvailable(): boolean {
-  if (available !== undefined) return available;
+/**
+ * COTUNE_WASM_FMA as set: '' (use it where it validates), '0' or '1'; throws on anything else.
+ * Programs call it at start-up too, so that a typo fails before any work, on every backend.
+ */
+export function fusedMultiplyAddSetting(): '' | '0' | '1' {
   const setting = (process.env.COTUNE_WASM_FMA ?? '').trim();
   if (setting !== '' && setting !== '0' && setting !== '1') {
     throw new Error(`COTUNE_WASM_FMA: must be 0, 1 or empty (got ${JSON.stringify(process.env.COTUNE_WASM_FMA)})`);
   }
-  if (setting === '0') return (available = false);
+  return setting;
+}
+
+/** Whether our kernels can use relaxed_madd here (enabling Node 20's flag for it once). */
+export function fusedMultiplyAddAvailable(): boolean {
+  if (available !== undefined) return available;
+  if (fusedMultiplyAddSetting() === '0') return (available = false);
   if (!validate(PROBE)) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
   return (available = validate(PROBE));
 }
