@@ -308,7 +308,8 @@
     (local.set $ciBytes (i32.shl (local.get $ci) (i32.const 2)))
     (local.set $coBytes (i32.shl (local.get $co) (i32.const 2)))
     (local.set $xRowBytes (i32.shl (local.get $xRow) (i32.const 2)))
-    (memory.fill (local.get $out) (i32.const 0) (i32.mul (local.get $ci) (local.get $coBytes)))
+    ;; No rows: xᵀ·dy is zero. Otherwise the first block of rows writes out, and the rest add to it.
+    (if (i32.eqz (local.get $m)) (then (memory.fill (local.get $out) (i32.const 0) (i32.mul (local.get $ci) (local.get $coBytes)))))
     (block $blocksDone (loop $blocks
       (br_if $blocksDone (i32.ge_u (local.get $r0) (local.get $m)))
       (local.set $count (select (i32.sub (local.get $m) (local.get $r0)) (local.get $rows)
@@ -316,7 +317,7 @@
       (call $accumulateOuterProducts
         (i32.add (local.get $x) (i32.mul (local.get $r0) (local.get $xRowBytes)))
         (i32.add (local.get $dy) (i32.mul (local.get $r0) (local.get $coBytes)))
-        (local.get $out) (local.get $count) (local.get $ciBytes) (local.get $xRowBytes) (local.get $coBytes))
+        (local.get $out) (local.get $count) (local.get $ciBytes) (local.get $xRowBytes) (local.get $coBytes) (i32.eqz (local.get $r0)))
       (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
       (br $blocks))))
 
@@ -325,6 +326,8 @@
   ;; take a slice of b's rows and write the matching columns of out. Both operands are read along
   ;; their rows, so neither needs a transposed copy (a head's input gradient dz·Wᵀ: W is the big
   ;; one). 4 rows of a by 2 rows of b: 8 accumulators of 4 lanes, summed across lanes at the end.
+  ;; Pairs of b's rows are the outer loop, so b is read from memory once (a 1 MB head does not
+  ;; stay in L2 through a training step) while a, the few rows of dz, stays in cache.
   (func (export "matMulTransposedB")
     (param $a i32) (param $b i32) (param $out i32) (param $m i32) (param $n i32) (param $k i32) (param $outRow i32)
     (local $kBytes i32) (local $i i32) (local $j i32) (local $t i32) (local $ap i32) (local $bp i32) (local $op i32)
@@ -332,11 +335,11 @@
     (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
     (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
     (local.set $kBytes (i32.shl (local.get $k) (i32.const 2)))
-    (block $iDone (loop $iLoop
-      (br_if $iDone (i32.ge_u (local.get $i) (local.get $m)))
-      (local.set $j (i32.const 0))
-      (block $jDone (loop $jLoop
-        (br_if $jDone (i32.ge_u (local.get $j) (local.get $n)))
+    (block $jDone (loop $jLoop
+      (br_if $jDone (i32.ge_u (local.get $j) (local.get $n)))
+      (local.set $i (i32.const 0))
+      (block $iDone (loop $iLoop
+        (br_if $iDone (i32.ge_u (local.get $i) (local.get $m)))
         (local.set $c00 (v128.const i32x4 0 0 0 0)) (local.set $c01 (v128.const i32x4 0 0 0 0))
         (local.set $c10 (v128.const i32x4 0 0 0 0)) (local.set $c11 (v128.const i32x4 0 0 0 0))
         (local.set $c20 (v128.const i32x4 0 0 0 0)) (local.set $c21 (v128.const i32x4 0 0 0 0))
@@ -375,10 +378,10 @@
         (local.set $op (i32.add (local.get $op) (i32.shl (local.get $outRow) (i32.const 2))))
         (f32.store (local.get $op) (call $laneSum (local.get $c30)))
         (f32.store offset=4 (local.get $op) (call $laneSum (local.get $c31)))
-        (local.set $j (i32.add (local.get $j) (i32.const 2)))
-        (br $jLoop)))
-      (local.set $i (i32.add (local.get $i) (i32.const 4)))
-      (br $iLoop))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $iLoop)))
+      (local.set $j (i32.add (local.get $j) (i32.const 2)))
+      (br $jLoop))))
 
   ;; (v0 + v2) + (v1 + v3) of a vector's lanes.
   (func $laneSum (param $v v128) (result f32)
@@ -386,11 +389,12 @@
       (f32.add (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 2 (local.get $v)))
       (f32.add (f32x4.extract_lane 1 (local.get $v)) (f32x4.extract_lane 3 (local.get $v)))))
 
-    ;; out [ci, co] += xᵀ·dy over $count rows of x (ci channels, rows $xRowBytes apart) and dy
-  ;; [.., co] (ci % 4 = 0, co % 8 = 0). A block of 4 x-channels times 8 dy-channels stays in 8
-  ;; registers while the rows stream by.
+  ;; out [ci, co] += xᵀ·dy over $count rows of x (ci channels, rows $xRowBytes apart) and dy
+  ;; [.., co] (ci % 4 = 0, co % 8 = 0); with $assign, out = xᵀ·dy (the first block of rows: no
+  ;; zero-fill and no read of out, which is a pass over 1 MB for a 256x1000 head). A block of 4
+  ;; x-channels times 8 dy-channels stays in 8 registers while the rows stream by.
   (func $accumulateOuterProducts
-    (param $x i32) (param $dy i32) (param $out i32) (param $count i32) (param $ciBytes i32) (param $xRowBytes i32) (param $coBytes i32)
+    (param $x i32) (param $dy i32) (param $out i32) (param $count i32) (param $ciBytes i32) (param $xRowBytes i32) (param $coBytes i32) (param $assign i32)
     (local $r i32) (local $i i32) (local $j i32) (local $xp i32) (local $dp i32) (local $op i32)
     (local $d0 v128) (local $d1 v128) (local $s v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
@@ -428,19 +432,28 @@
           (local.set $dp (i32.add (local.get $dp) (local.get $coBytes)))
           (local.set $r (i32.add (local.get $r) (i32.const 1)))
           (br $rLoop)))
-        ;; out rows i..i+3, columns j..j+7 += the accumulators.
+        ;; out rows i..i+3, columns j..j+7 += (or, with $assign, =) the accumulators.
         (local.set $op (i32.add (i32.add (local.get $out) (i32.mul (i32.shr_u (local.get $i) (i32.const 2)) (local.get $coBytes))) (local.get $j)))
-        (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a0)))
-        (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a1)))
+        (if (i32.eqz (local.get $assign)) (then
+          (local.set $a0 (f32x4.add (v128.load (local.get $op)) (local.get $a0)))
+          (local.set $a1 (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a1)))
+          (local.set $a2 (f32x4.add (v128.load (i32.add (local.get $op) (local.get $coBytes))) (local.get $a2)))
+          (local.set $a3 (f32x4.add (v128.load offset=16 (i32.add (local.get $op) (local.get $coBytes))) (local.get $a3)))
+          (local.set $a4 (f32x4.add (v128.load (i32.add (local.get $op) (i32.shl (local.get $coBytes) (i32.const 1)))) (local.get $a4)))
+          (local.set $a5 (f32x4.add (v128.load offset=16 (i32.add (local.get $op) (i32.shl (local.get $coBytes) (i32.const 1)))) (local.get $a5)))
+          (local.set $a6 (f32x4.add (v128.load (i32.add (local.get $op) (i32.mul (local.get $coBytes) (i32.const 3)))) (local.get $a6)))
+          (local.set $a7 (f32x4.add (v128.load offset=16 (i32.add (local.get $op) (i32.mul (local.get $coBytes) (i32.const 3)))) (local.get $a7)))))
+        (v128.store (local.get $op) (local.get $a0))
+        (v128.store offset=16 (local.get $op) (local.get $a1))
         (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
-        (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a2)))
-        (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a3)))
+        (v128.store (local.get $op) (local.get $a2))
+        (v128.store offset=16 (local.get $op) (local.get $a3))
         (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
-        (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a4)))
-        (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a5)))
+        (v128.store (local.get $op) (local.get $a4))
+        (v128.store offset=16 (local.get $op) (local.get $a5))
         (local.set $op (i32.add (local.get $op) (local.get $coBytes)))
-        (v128.store (local.get $op) (f32x4.add (v128.load (local.get $op)) (local.get $a6)))
-        (v128.store offset=16 (local.get $op) (f32x4.add (v128.load offset=16 (local.get $op)) (local.get $a7)))
+        (v128.store (local.get $op) (local.get $a6))
+        (v128.store offset=16 (local.get $op) (local.get $a7))
         (local.set $j (i32.add (local.get $j) (i32.const 32)))
         (br $jLoop)))
       (local.set $i (i32.add (local.get $i) (i32.const 16)))
@@ -470,7 +483,7 @@
     (local.set $coBytes (i32.shl (local.get $co) (i32.const 2)))
     (local.set $tail (i32.mul (i32.mul (i32.mul (local.get $kh) (local.get $kw)) (local.get $ci)) (i32.const 4)))
     (local.set $m (i32.mul (i32.mul (local.get $n) (local.get $ho)) (local.get $wo)))
-    (memory.fill (local.get $acc) (i32.const 0) (i32.mul (local.get $kp) (local.get $coBytes)))
+    (if (i32.eqz (local.get $m)) (then (memory.fill (local.get $acc) (i32.const 0) (i32.mul (local.get $kp) (local.get $coBytes)))))
     (block $blocksDone (loop $blocks
       (br_if $blocksDone (i32.ge_u (local.get $r0) (local.get $m)))
       (local.set $count (select (i32.sub (local.get $m) (local.get $r0)) (local.get $rows)
@@ -539,7 +552,7 @@
       (call $accumulateOuterProducts
         (local.get $patches)
         (i32.add (local.get $dy) (i32.mul (local.get $r0) (local.get $coBytes)))
-        (local.get $acc) (local.get $count) (local.get $kpBytes) (local.get $kpBytes) (local.get $coBytes))
+        (local.get $acc) (local.get $count) (local.get $kpBytes) (local.get $kpBytes) (local.get $coBytes) (i32.eqz (local.get $r0)))
       (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
       (br $blocks)))
     (memory.copy (local.get $out) (local.get $acc) (i32.mul (local.get $tail) (local.get $co))))

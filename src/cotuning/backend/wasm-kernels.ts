@@ -157,6 +157,9 @@ function splitRange(total: number, parts: number, align = 1): Range[] {
 /** Rows per block of a filter gradient: both operands' rows of a block fit in about 32 KiB (L1). */
 const l1Rows = (ci: number, co: number): number => Math.max(8, Math.floor(32768 / ((ci + co) * 4)));
 
+/** Rows of matMulTransposedA up to which they form one block (a batch of head features; filter gradients have hundreds). */
+const ONE_BLOCK_ROWS = 64;
+
 const sizeOf = (t: TensorInfo): number => t.shape.reduce((a, b) => a * b, 1);
 
 /** Channel count (last axis) of x, checked against the [C] vectors and same-shape tensors. */
@@ -345,7 +348,9 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const m = sizeOf(x) / ci;
       if (sizeOf(dy) !== m * co) throw new Error(`wasm kernels: dy [${dy.shape}] does not fit x [${x.shape}]`);
       const out = internals.makeOutput([ci, co], 'float32');
-      const rows = l1Rows(ci, co);
+      // A few rows (a head's weight gradient fᵀ·dz over one batch) go in one block, so that out
+      // is written once rather than read and rewritten per block: 1 MB for 256x1000.
+      const rows = m <= ONE_BLOCK_ROWS ? Math.max(m, 1) : l1Rows(ci, co);
       // Chunks of rows (whole L1 blocks) each add up a partial [ci, co]; chunks of x's channels
       // each write their own rows of out, in the same order of sums as uncut. Rows suit many
       // rows and few channels (early layers), channels the reverse, where a partial result
