@@ -264,6 +264,8 @@ for (const [shape, s, centre = 0.5, spread = 3, firstPixel] of [
   // More pixels than one block of the WASM channel sums (256), with and without a channel tail.
   [[4, 12, 11, 20], 503],
   [[2, 20, 17, 6], 504],
+  // An odd number of pixels: the narrow channel sums take pixels in pairs, then the last alone.
+  [[3, 5, 7, 12], 507],
   // A mean 160 times the spread: one-pass batch statistics must not cancel the variance away
   // (E[x²] − E[x]² in float32 would be off by about 1e-3 here).
   [[4, 12, 11, 20], 505, 8, 0.05],
@@ -363,8 +365,11 @@ cases.push({
   name: 'sum over leading axes',
   run: () =>
     tf.tidy(() => {
-      const [a, b] = [rand([37, 1000], 980), rand([2, 3, 300, 6], 981)];
-      return [tf.sum(a, 0), tf.sum(a, [0], true), tf.sum(b, [2, 0, 1]), tf.sum(b, [-2, -3, -4], true), tf.sum(b, [0, 1])].flatMap((t) => [t.dataSync() as Float32Array, Float32Array.from(t.shape)]);
+      const [a, b, c] = [rand([37, 1000], 980), rand([2, 3, 300, 6], 981), rand([3, 7, 13, 8], 982)];
+      return [tf.sum(a, 0), tf.sum(a, [0], true), tf.sum(b, [2, 0, 1]), tf.sum(b, [-2, -3, -4], true), tf.sum(b, [0, 1]), tf.sum(c, [0, 1, 2])].flatMap((t) => [
+        t.dataSync() as Float32Array,
+        Float32Array.from(t.shape),
+      ]);
     }),
 });
 cases.push({

@@ -62,13 +62,19 @@ const cases: Record<string, () => Float32Array[]> = {
       ),
     ),
   'matMul 32x256x1000 (a head)': () => tf.tidy(() => grads((a, b) => tf.matMul(a, b), [rand([32, 256], 23), rand([256, 1000], 24)])),
-  'batchnorm layer training': () =>
-    tf.tidy(() => {
-      const layer = tf.layers.batchNormalization({ epsilon: 1e-3 });
-      layer.build([8, 24, 24, 24]);
-      layer.setWeights([rand([24], 7), rand([24], 8), rand([24], 9), tf.add(rand([24], 10), 2)]);
-      return grads((x) => layer.apply(x, { training: true }) as tf.Tensor, [tf.mul(rand([8, 24, 24, 24], 11), 3)]);
-    }),
+  // 24 channels take the narrow per-channel sums (totals in registers), 40 the wide ones.
+  ...Object.fromEntries(
+    [24, 40].map((c, i) => [
+      `batchnorm layer training, ${c} channels`,
+      () =>
+        tf.tidy(() => {
+          const layer = tf.layers.batchNormalization({ epsilon: 1e-3 });
+          layer.build([8, 24, 24, c]);
+          layer.setWeights([rand([c], 7 + 40 * i), rand([c], 8 + 40 * i), rand([c], 9 + 40 * i), tf.add(rand([c], 10 + 40 * i), 2)]);
+          return grads((x) => layer.apply(x, { training: true }) as tf.Tensor, [tf.mul(rand([8, 24, 24, c], 11 + 40 * i), 3)]);
+        }),
+    ]),
+  ),
   'relu6 activation': () =>
     tf.tidy(() => {
       const layer = tf.layers.activation({ activation: 'relu6' });
@@ -131,7 +137,7 @@ describe('wasm backend on 2 threads', () => {
     const use = own.threadUse();
     assert.equal(use.threads, 2);
     // matMulTransposedA is cut by rows (pointwise conv2d) and by channels (6x6 pixels).
-    for (const name of ['matMulTransposedA', 'matMulTransposedA by channels', 'matMulTransposedB', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelAffine2']) {
+    for (const name of ['matMulTransposedA', 'matMulTransposedA by channels', 'matMulTransposedB', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelSumsNarrow', 'channelAffine2']) {
       assert.ok(use.chunkedCalls[name], `${name} never ran in chunks on 2 threads: ${JSON.stringify(use.chunkedCalls)}`);
     }
     assert.ok(use.helperChunks > 0, 'the helper thread ran no chunk');

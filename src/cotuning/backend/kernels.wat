@@ -862,6 +862,154 @@
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
       (br $kLoop))))
 
+  ;; channelSums for a few channels (C a multiple of 4, up to 32): the same sums and arguments,
+  ;; with each vector's sums in registers (two sets, even and odd pixels, so the adds overlap).
+  ;; In channelSums they are in $acc, and with 2-8 vectors per pixel every add waits for the
+  ;; store of the pixel before (2-4x slower at 8-16 channels). Blocks of pixels are cut into
+  ;; runs of about 8 KiB per input, small enough to stay in L1 while each channel vector in turn
+  ;; walks the run; the run's sums go to $acc, and the block's to the totals, as in channelSums.
+  (func (export "channelSumsNarrow")
+    (param $mode i32) (param $u i32) (param $x i32) (param $m i32) (param $pixels i32) (param $c i32)
+    (param $out1 i32) (param $out2 i32) (param $acc i32) (param $block i32) (param $scale f32) (param $y i32)
+    (local $cBytes i32) (local $step i32) (local $run i32) (local $two i32) (local $acc2 i32)
+    (local $p0 i32) (local $pEnd i32) (local $q0 i32) (local $qEnd i32) (local $i i32)
+    (local $at i32) (local $at2 i32) (local $last i32)
+    (local $mv v128) (local $uv v128) (local $yv v128) (local $d v128)
+    (local $s1 v128) (local $s2 v128) (local $t1 v128) (local $t2 v128)
+    (local.set $cBytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $step (i32.shl (local.get $cBytes) (i32.const 1)))
+    (local.set $run (i32.div_u (i32.const 8192) (local.get $cBytes)))
+    (local.set $two (i32.ge_u (local.get $mode) (i32.const 2)))
+    (local.set $acc2 (i32.add (local.get $acc) (local.get $cBytes)))
+    (memory.fill (local.get $out1) (i32.const 0) (local.get $cBytes))
+    (if (local.get $two) (then (memory.fill (local.get $out2) (i32.const 0) (local.get $cBytes))))
+    (block $blocksDone (loop $blocks
+      (br_if $blocksDone (i32.ge_u (local.get $p0) (local.get $pixels)))
+      (local.set $pEnd (select (local.get $pixels) (i32.add (local.get $p0) (local.get $block))
+        (i32.gt_u (i32.add (local.get $p0) (local.get $block)) (local.get $pixels))))
+      (memory.fill (local.get $acc) (i32.const 0) (i32.shl (local.get $cBytes) (i32.const 1)))
+      (local.set $q0 (local.get $p0))
+      (block $runsDone (loop $runs
+        (br_if $runsDone (i32.ge_u (local.get $q0) (local.get $pEnd)))
+        (local.set $qEnd (select (local.get $pEnd) (i32.add (local.get $q0) (local.get $run))
+          (i32.gt_u (i32.add (local.get $q0) (local.get $run)) (local.get $pEnd))))
+        (local.set $last (i32.mul (local.get $qEnd) (local.get $cBytes)))
+        (local.set $i (i32.const 0))
+        (block $vDone (loop $vLoop
+          (br_if $vDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+          (local.set $mv (if (result v128) (i32.eqz (local.get $mode))
+            (then (v128.const i32x4 0 0 0 0))
+            (else (v128.load (i32.add (local.get $m) (local.get $i))))))
+          (local.set $s1 (v128.const i32x4 0 0 0 0)) (local.set $s2 (v128.const i32x4 0 0 0 0))
+          (local.set $t1 (v128.const i32x4 0 0 0 0)) (local.set $t2 (v128.const i32x4 0 0 0 0))
+          (local.set $at (i32.add (i32.mul (local.get $q0) (local.get $cBytes)) (local.get $i)))
+          (local.set $at2 (i32.add (local.get $at) (local.get $cBytes)))
+          (block $modeDone
+            (if (i32.eqz (local.get $mode)) (then
+              ;; mode 0: Σu: pixels in pairs, then the odd one out.
+              (block $pairsDone (loop $pairs
+                (br_if $pairsDone (i32.ge_u (local.get $at2) (local.get $last)))
+                (local.set $s1 (f32x4.add (local.get $s1) (v128.load (i32.add (local.get $u) (local.get $at)))))
+                (local.set $t1 (f32x4.add (local.get $t1) (v128.load (i32.add (local.get $u) (local.get $at2)))))
+                (local.set $at (i32.add (local.get $at) (local.get $step)))
+                (local.set $at2 (i32.add (local.get $at2) (local.get $step)))
+                (br $pairs)))
+              (if (i32.lt_u (local.get $at) (local.get $last)) (then
+                (local.set $s1 (f32x4.add (local.get $s1) (v128.load (i32.add (local.get $u) (local.get $at)))))))
+              (br $modeDone)))
+            (if (i32.eq (local.get $mode) (i32.const 3)) (then
+              ;; mode 3: Σ(u − m) and Σ(u − m)²: pixels in pairs, then the odd one out.
+              (block $pairsDone (loop $pairs
+                (br_if $pairsDone (i32.ge_u (local.get $at2) (local.get $last)))
+                (local.set $d (f32x4.sub (v128.load (i32.add (local.get $u) (local.get $at))) (local.get $mv)))
+                (local.set $s1 (f32x4.add (local.get $s1) (local.get $d)))
+                (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $d) (local.get $d))))
+                (local.set $d (f32x4.sub (v128.load (i32.add (local.get $u) (local.get $at2))) (local.get $mv)))
+                (local.set $t1 (f32x4.add (local.get $t1) (local.get $d)))
+                (local.set $t2 (f32x4.add (local.get $t2) (f32x4.mul (local.get $d) (local.get $d))))
+                (local.set $at (i32.add (local.get $at) (local.get $step)))
+                (local.set $at2 (i32.add (local.get $at2) (local.get $step)))
+                (br $pairs)))
+              (if (i32.lt_u (local.get $at) (local.get $last)) (then
+                (local.set $d (f32x4.sub (v128.load (i32.add (local.get $u) (local.get $at))) (local.get $mv)))
+                (local.set $s1 (f32x4.add (local.get $s1) (local.get $d)))
+                (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $d) (local.get $d))))))
+              (br $modeDone)))
+            (if (local.get $y) (then
+              ;; mode 2 with y: Σu and Σu·(x − m), u masked where y is not inside (0, 6): pixels in pairs, then the odd one out.
+              (block $pairsDone (loop $pairs
+                (br_if $pairsDone (i32.ge_u (local.get $at2) (local.get $last)))
+                (local.set $uv (v128.load (i32.add (local.get $u) (local.get $at))))
+                (local.set $yv (v128.load (i32.add (local.get $y) (local.get $at))))
+                (local.set $uv (v128.and (local.get $uv)
+                  (v128.and (f32x4.gt (local.get $yv) (v128.const f32x4 0 0 0 0)) (f32x4.lt (local.get $yv) (v128.const f32x4 6 6 6 6)))))
+                (local.set $s1 (f32x4.add (local.get $s1) (local.get $uv)))
+                (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $uv) (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $at))) (local.get $mv)))))
+                (local.set $uv (v128.load (i32.add (local.get $u) (local.get $at2))))
+                (local.set $yv (v128.load (i32.add (local.get $y) (local.get $at2))))
+                (local.set $uv (v128.and (local.get $uv)
+                  (v128.and (f32x4.gt (local.get $yv) (v128.const f32x4 0 0 0 0)) (f32x4.lt (local.get $yv) (v128.const f32x4 6 6 6 6)))))
+                (local.set $t1 (f32x4.add (local.get $t1) (local.get $uv)))
+                (local.set $t2 (f32x4.add (local.get $t2) (f32x4.mul (local.get $uv) (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $at2))) (local.get $mv)))))
+                (local.set $at (i32.add (local.get $at) (local.get $step)))
+                (local.set $at2 (i32.add (local.get $at2) (local.get $step)))
+                (br $pairs)))
+              (if (i32.lt_u (local.get $at) (local.get $last)) (then
+                (local.set $uv (v128.load (i32.add (local.get $u) (local.get $at))))
+                (local.set $yv (v128.load (i32.add (local.get $y) (local.get $at))))
+                (local.set $uv (v128.and (local.get $uv)
+                  (v128.and (f32x4.gt (local.get $yv) (v128.const f32x4 0 0 0 0)) (f32x4.lt (local.get $yv) (v128.const f32x4 6 6 6 6)))))
+                (local.set $s1 (f32x4.add (local.get $s1) (local.get $uv)))
+                (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $uv) (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $at))) (local.get $mv)))))))
+              (br $modeDone)))
+            ;; mode 2: Σu and Σu·(x − m): pixels in pairs, then the odd one out.
+            (block $pairsDone (loop $pairs
+              (br_if $pairsDone (i32.ge_u (local.get $at2) (local.get $last)))
+              (local.set $uv (v128.load (i32.add (local.get $u) (local.get $at))))
+              (local.set $s1 (f32x4.add (local.get $s1) (local.get $uv)))
+              (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $uv) (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $at))) (local.get $mv)))))
+              (local.set $uv (v128.load (i32.add (local.get $u) (local.get $at2))))
+              (local.set $t1 (f32x4.add (local.get $t1) (local.get $uv)))
+              (local.set $t2 (f32x4.add (local.get $t2) (f32x4.mul (local.get $uv) (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $at2))) (local.get $mv)))))
+              (local.set $at (i32.add (local.get $at) (local.get $step)))
+              (local.set $at2 (i32.add (local.get $at2) (local.get $step)))
+              (br $pairs)))
+            (if (i32.lt_u (local.get $at) (local.get $last)) (then
+              (local.set $uv (v128.load (i32.add (local.get $u) (local.get $at))))
+              (local.set $s1 (f32x4.add (local.get $s1) (local.get $uv)))
+              (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $uv) (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $at))) (local.get $mv))))))))
+          (v128.store (i32.add (local.get $acc) (local.get $i))
+            (f32x4.add (v128.load (i32.add (local.get $acc) (local.get $i))) (f32x4.add (local.get $s1) (local.get $t1))))
+          (v128.store (i32.add (local.get $acc2) (local.get $i))
+            (f32x4.add (v128.load (i32.add (local.get $acc2) (local.get $i))) (f32x4.add (local.get $s2) (local.get $t2))))
+          (local.set $i (i32.add (local.get $i) (i32.const 16)))
+          (br $vLoop)))
+        (local.set $q0 (local.get $qEnd))
+        (br $runs)))
+      ;; Join the block's sums into the totals.
+      (local.set $i (i32.const 0))
+      (block $jDone (loop $jLoop
+        (br_if $jDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+        (v128.store (i32.add (local.get $out1) (local.get $i))
+          (f32x4.add (v128.load (i32.add (local.get $out1) (local.get $i))) (v128.load (i32.add (local.get $acc) (local.get $i)))))
+        (if (local.get $two) (then
+          (v128.store (i32.add (local.get $out2) (local.get $i))
+            (f32x4.add (v128.load (i32.add (local.get $out2) (local.get $i))) (v128.load (i32.add (local.get $acc2) (local.get $i)))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $jLoop)))
+      (local.set $p0 (local.get $pEnd))
+      (br $blocks)))
+    (local.set $i (i32.const 0))
+    (block $kDone (loop $kLoop
+      (br_if $kDone (i32.ge_u (local.get $i) (local.get $cBytes)))
+      (v128.store (i32.add (local.get $out1) (local.get $i))
+        (f32x4.mul (v128.load (i32.add (local.get $out1) (local.get $i))) (f32x4.splat (local.get $scale))))
+      (if (local.get $two) (then
+        (v128.store (i32.add (local.get $out2) (local.get $i))
+          (f32x4.mul (v128.load (i32.add (local.get $out2) (local.get $i))) (f32x4.splat (local.get $scale))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $kLoop))))
+
   ;; Per-channel fused multiply-add over pixels of C channels (a, b, cc are [C] vectors):
   ;;   out = u*a + x*b + cc   (the batch-norm input gradient in one pass instead of three)
   ;; with u taken as 0 wherever y is not inside (0, 6) when $y is not 0 (as in channelSums).

@@ -60,6 +60,7 @@ interface KernelExports {
     mode: number, u: number, x: number, m: number, pixels: number, c: number,
     out1: number, out2: number, acc: number, block: number, scale: number, y: number,
   ): void;
+  channelSumsNarrow: KernelExports['channelSums'];
   addInto(dst: number, src: number, count: number): void;
   softCrossEntropyRows(z: number, p: number, t: number, grad: number, out: number, b: number, n: number, invB: number): void;
 }
@@ -122,6 +123,11 @@ const loaded = new WeakMap<object, WasmKernels>();
 const SHIFT_SAMPLES = 32;
 /** Pixels summed per block before joining the totals in channelSums (see kernels.wat). */
 const SUM_BLOCK = 256;
+/** Channel counts up to which the per-channel sums keep their totals in registers (channelSumsNarrow). */
+const NARROW_CHANNELS = 32;
+/** The per-channel sums kernel for `c` channels. */
+const channelSumsKernel = (c: number): 'channelSums' | 'channelSumsNarrow' =>
+  c % 4 === 0 && c <= NARROW_CHANNELS ? 'channelSumsNarrow' : 'channelSums';
 
 /**
  * With WASM threads, the smallest chunk (in floats read and written) a kernel call is cut into
@@ -453,7 +459,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const c = channels(x, []);
       const pixels = sizeOf(x) / c;
       const total = internals.makeOutput([c], 'float32');
-      runSum('channelSums', chunkRanges(pixels, pixels * c, SUM_BLOCK, c), [offset(total)], c, 2 * c, ([start, count], [chunkOut], acc) => [
+      runSum(channelSumsKernel(c), chunkRanges(pixels, pixels * c, SUM_BLOCK, c), [offset(total)], c, 2 * c, ([start, count], [chunkOut], acc) => [
         0, offset(x) + start * c * 4, 0, 0, count, c, chunkOut, 0, acc, SUM_BLOCK, 1, 0,
       ]);
       return total;
@@ -476,7 +482,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       }
       for (let j = 0; j < c; j++) k[j] /= samples;
       const ranges = chunkRanges(pixels, pixels * c, SUM_BLOCK, 2 * c);
-      runSum('channelSums', ranges, [offset(mean), offset(variance)], c, 2 * c, ([start, count], [out1, out2], acc) => [
+      runSum(channelSumsKernel(c), ranges, [offset(mean), offset(variance)], c, 2 * c, ([start, count], [out1, out2], acc) => [
         3, offset(x) + start * c * 4, 0, offset(shift), count, c, out1, out2, acc, SUM_BLOCK, 1 / pixels, 0,
       ]);
       const [m, v] = [view(mean), view(variance)];
@@ -493,7 +499,7 @@ export async function loadWasmKernels(backend: tf.KernelBackend): Promise<boolea
       const pixels = sizeOf(x) / c;
       const [sumDy, sumDyXc] = [internals.makeOutput([c], 'float32'), internals.makeOutput([c], 'float32')];
       const ranges = chunkRanges(pixels, (y ? 3 : 2) * pixels * c, SUM_BLOCK, 2 * c);
-      runSum('channelSums', ranges, [offset(sumDy), offset(sumDyXc)], c, 2 * c, ([start, count], [out1, out2], acc) => [
+      runSum(channelSumsKernel(c), ranges, [offset(sumDy), offset(sumDyXc)], c, 2 * c, ([start, count], [out1, out2], acc) => [
         2, offset(dy) + start * c * 4, offset(x) + start * c * 4, offset(mean), count, c, out1, out2, acc, SUM_BLOCK, 1,
         y ? offset(y) + start * c * 4 : 0,
       ]);
