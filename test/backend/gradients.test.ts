@@ -104,13 +104,18 @@ for (const [xShape, k, stride, pad, dilation, co] of [
   });
 }
 
-// Pointwise convolutions with channel counts our WASM kernel takes (ci % 4, co % 8), including
-// more rows than one of its blocks and channel counts that are not powers of two.
+// Pointwise convolutions with channel counts our WASM kernels take (filter gradient: ci % 4,
+// co % 8; forward x·W: co % 8, input gradient dy·Wᵀ: ci % 8), including more rows than one of
+// their blocks, pixel counts that are not multiples of 4, channel counts that are not powers of
+// two, and ones they leave to XNNPACK (ci = 3, co = 12, a 512x1024 filter: more than L2 holds).
 for (const [xShape, co] of [
   [[2, 7, 9, 8], 16],
   [[3, 5, 5, 12], 24],
   [[2, 40, 40, 8], 16],
   [[1, 6, 6, 256], 256],
+  [[1, 3, 5, 3], 8],
+  [[2, 3, 3, 16], 12],
+  [[1, 2, 3, 512], 1024],
 ] as [number[], number][]) {
   const s = seed++;
   cases.push({
@@ -119,9 +124,11 @@ for (const [xShape, co] of [
       tf.tidy(() => {
         const x = rand(xShape, s) as tf.Tensor4D;
         const w = rand([1, 1, xShape[3], co], s + 1000) as tf.Tensor4D;
-        const dy = rand(tf.conv2d(x, w, 1, 'same').shape, s + 2000);
+        const y = tf.conv2d(x, w, 1, 'same');
+        const dy = rand(y.shape, s + 2000);
         const attrs = { strides: [1, 1], pad: 'same', dataFormat: 'NHWC' };
         return [
+          y.dataSync() as Float32Array,
           run('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }),
           run('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }),
         ];

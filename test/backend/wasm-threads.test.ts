@@ -29,7 +29,12 @@ const grads = (f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[]): Float
 const cases: Record<string, () => Float32Array[]> = {
   'conv2d 3x3': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([8, 24, 24, 16], 1), rand([3, 3, 16, 32], 2)])),
   'depthwise 3x3 stride 2': () => tf.tidy(() => grads((x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, 'same'), [rand([4, 24, 24, 32], 3), rand([3, 3, 32, 1], 4)])),
-  'pointwise conv2d': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 24, 24, 16], 13), rand([1, 1, 16, 32], 14)])),
+  // The output too: our x·W kernel computes it, and the gradients do not depend on it.
+  'pointwise conv2d': () =>
+    tf.tidy(() => {
+      const [x, w] = [rand([4, 24, 24, 16], 13) as tf.Tensor4D, rand([1, 1, 16, 32], 14) as tf.Tensor4D];
+      return [tf.conv2d(x, w, 1, 'same').dataSync() as Float32Array, ...grads((a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'), [x, w])];
+    }),
   // Few pixels and many channels: the filter gradient is cut by channels, not rows.
   'pointwise conv2d, 6x6 pixels, 64 channels': () => tf.tidy(() => grads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([4, 6, 6, 64], 21), rand([1, 1, 64, 64], 22)])),
   'maxPool 3x3 stride 2': () => tf.tidy(() => grads((x) => tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'), [rand([4, 24, 24, 16], 15)])),
@@ -136,8 +141,8 @@ describe('wasm backend on 2 threads', () => {
     // Every case is big enough to be cut into chunks, and the helper thread must have run some.
     const use = own.threadUse();
     assert.equal(use.threads, 2);
-    // matMulTransposedA is cut by rows (pointwise conv2d) and by channels (6x6 pixels).
-    for (const name of ['matMulTransposedA', 'matMulTransposedA by channels', 'matMulTransposedB', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelSumsNarrow', 'channelAffine2']) {
+    // matMulTransposedA is cut by rows (pointwise conv2d) and by channels (6x6 pixels); matMul by rows.
+    for (const name of ['matMul', 'matMulTransposedA', 'matMulTransposedA by channels', 'matMulTransposedB', 'convFilterGrad', 'depthwiseFilterGrad', 'depthwiseInputGrad', 'maxPoolGrad', 'relu6Grad', 'channelSums', 'channelSumsNarrow', 'channelAffine2']) {
       assert.ok(use.chunkedCalls[name], `${name} never ran in chunks on 2 threads: ${JSON.stringify(use.chunkedCalls)}`);
     }
     assert.ok(use.helperChunks > 0, 'the helper thread ran no chunk');

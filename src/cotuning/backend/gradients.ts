@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { patchRelu6Activation, relu6MaskGradKernel } from './activations.js';
 import { batchNormKernels, patchBatchNormLayer } from './batchnorm.js';
-import { convGradConfigs, convGradKernels, patchConv2DLayer } from './conv-grads.js';
+import { convGradConfigs, convGradKernels, patchConv2DLayer, pointwiseConv2DKernel } from './conv-grads.js';
 import { crossEntropyKernels } from './cross-entropy.js';
 import { nesterovUpdateKernel } from './nesterov.js';
 import { patchModelCall } from './relu6-fusion.js';
@@ -75,6 +75,7 @@ async function register(backend: string): Promise<void> {
     if (instance && wasmKernels(instance)) {
       replaceKernel(nesterovUpdateKernel(backend));
       replaceKernel(smallMatMulKernel(backend));
+      replaceKernel(pointwiseConv2DKernel(backend));
       replaceKernel(leadingSumKernel(backend));
     }
   }
