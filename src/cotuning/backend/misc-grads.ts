@@ -141,11 +141,14 @@ export function smallMatMulKernel(backendName: string): tf.KernelConfig {
       return withScope(args.backend as tf.KernelBackend, backendName, (s) => {
         const a2 = s.reshape(a, [ar, ac]);
         const b2 = s.reshape(b, [br, bc]);
-        // matMulTransposedA(x, y) = xᵀ·y: for a·b, x = aᵀ (the small one).
+        // a·b with b as it lies (matMul) where b fits its limit: 0.6-0.7 ms for 32x256 · 256x1000
+        // against 1.0-1.6 through the transpose; else matMulTransposedA(x, y) = xᵀ·y with x = aᵀ.
         const out =
           how === 'abT'
             ? own.matMulTransposedB(a2, b2)
-            : own.matMulTransposedA(how === 'aTb' ? a2 : s.transpose(a2, [1, 0]), b2);
+            : how === 'aTb'
+              ? own.matMulTransposedA(a2, b2)
+              : (own.matMul(a2, b2) ?? own.matMulTransposedA(s.transpose(a2, [1, 0]), b2));
         return s.reshape(s.adopt(out as TensorInfo), [...a.shape.slice(0, -2), m, n]);
       });
     },
