@@ -166,6 +166,7 @@ export function trainBatch(
 
 /** The centre size × size of images `indices`, normalised. Shape: [B, size, size, 3] float32. */
 function centreCrops(set: ImageSet, indices: ArrayLike<number>, size: number, kind: Normalization): tf.Tensor4D {
+  if (size > set.side) throw new RangeError(`imageSize ${size} is larger than the stored images (${set.side} px)`);
   const [s0, s1, s2] = byteMapping(kind).scale;
   const [f0, f1, f2] = byteMapping(kind).offset;
   const px = set.pixels;

@@ -367,6 +367,15 @@ for (const [m, k, n] of [
     }
   }
 }
+// A b of higher rank than a broadcasts a's missing leading dimensions into the output's shape.
+cases.push({
+  name: 'matMul 8x16 by 1x16x8 (shape)',
+  run: () =>
+    tf.tidy(() => {
+      const y = tf.matMul(rand([8, 16], 970), rand([1, 16, 8], 971));
+      return [y.dataSync() as Float32Array, Float32Array.from(y.shape)];
+    }),
+});
 // Sums over every axis but the last (a bias's gradient): our channel sums on WASM, any axis order.
 cases.push({
   name: 'sum over leading axes',

@@ -86,3 +86,7 @@ test('an eval batch of real images is normalize(gather(…)) for each normalisat
     }
   }
 });
+
+test('a centre crop larger than the stored images is refused, naming imageSize', () => {
+  assert.throws(() => trainBatch(set, [0], set.side + 1, 'minus1to1', null), new RegExp(`imageSize ${set.side + 1} is larger than the stored images \\(${set.side} px\\)`));
+});

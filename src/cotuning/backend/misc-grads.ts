@@ -129,7 +129,8 @@ export function smallMatMulKernel(backendName: string): tf.KernelConfig {
       const { transposeA = false, transposeB = false } = args.attrs as { transposeA?: boolean; transposeB?: boolean };
       const own = wasmKernels(args.backend as tf.KernelBackend);
       const batchOf = (t: TensorInfo) => t.shape.slice(0, -2).reduce((p, q) => p * q, 1);
-      if (!own || a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2 || batchOf(a) !== 1 || batchOf(b) !== 1) {
+      // Equal ranks: the output then keeps a's leading 1s; a b of higher rank broadcasts them (stock kernel).
+      if (!own || a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || a.shape.length !== b.shape.length || batchOf(a) !== 1 || batchOf(b) !== 1) {
         return stock.kernelFunc(args);
       }
       const [ar, ac] = a.shape.slice(-2);
