@@ -341,12 +341,14 @@ cases.push({
     }),
 });
 // matMul and its gradients: every transpose combination, shaped so both operand orders get
-// used, and few-row products that our WASM kernel takes (rows in fours, columns in eights).
+// used, few-row products that our WASM kernel takes (rows in fours, columns in eights), and
+// a 100-class head's, which it does not.
 for (const [m, k, n] of [
   [4, 64, 300],
   [300, 64, 4],
   [5, 7, 3],
   [32, 256, 1000],
+  [32, 256, 100],
   [8, 21, 16],
   [64, 12, 40],
 ]) {
