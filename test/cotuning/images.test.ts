@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../src/cotuning/backend/select.js';
-import { decodeImages, evalBatch, gather, normalize, randomCropBoxes, trainBatch, type ImageSet, type Normalization } from '../../src/cotuning/images.js';
+import { decodeImages, evalBatch, randomCropBoxes, trainBatch, type ImageSet, type Normalization } from '../../src/cotuning/images.js';
 import { createRng } from '../../src/cotuning/rng.js';
 import { CUB_DIR } from '../helpers/shared-data.js';
 
@@ -17,6 +17,26 @@ before(async () => {
   const files = (await readdir(dir)).sort().slice(0, 5);
   set = await decodeImages(files.map((f) => ({ path: join(dir, f), label: 0 })), SIZE, 'train');
 });
+
+/** Images `indices` of `s` stacked as a uint8-valued int32 tensor. Shape: [B, side, side, 3]. */
+function gather(s: ImageSet, indices: number[]): tf.Tensor4D {
+  const per = s.side * s.side * 3;
+  const out = new Int32Array(indices.length * per);
+  indices.forEach((index, b) => out.set(s.pixels.subarray(index * per, (index + 1) * per), b * per));
+  return tf.tensor4d(out, [indices.length, s.side, s.side, 3], 'int32');
+}
+
+/** Bytes mapped to the model's input range in tf ops, as the library did before it built batches in one pass. */
+function normalize(x: tf.Tensor4D, kind: Normalization): tf.Tensor4D {
+  return tf.tidy(() => {
+    const f = x.toFloat();
+    if (kind === 'minus1to1') return f.div(127.5).sub(1);
+    if (kind === 'zero1') return f.div(255);
+    const mean = tf.tensor1d([0.485 * 255, 0.456 * 255, 0.406 * 255]);
+    const std = tf.tensor1d([0.229 * 255, 0.224 * 255, 0.225 * 255]);
+    return f.sub(mean).div(std);
+  }) as tf.Tensor4D;
+}
 
 /** The batch as TF ops build it: cropAndResize (bilinear) of the gathered bytes, then normalize. */
 function composedBatch(indices: number[], boxes: Float32Array | null, kind: Normalization): tf.Tensor4D {
